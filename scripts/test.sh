@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine or a warm one: installs what it needs, then runs
+# the linters, the type checker and every test tier. Extra arguments go to pytest.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+started=$SECONDS
+
+ensure_venv test
+
+step "control plane: etcd and kube-apiserver (built once from the Go module proxy), helm, kubectl"
+"$VENV/bin/sluice" controlplane build
+
+step "ruff"
+"$VENV/bin/ruff" check src tests bench
+"$VENV/bin/ruff" format --check src tests bench
+step "mypy --strict"
+"$VENV/bin/mypy"
+step "import contracts (the pure core imports no I/O libraries)"
+"$VENV/bin/lint-imports"
+
+step "pytest"
+set +e
+"$VENV/bin/pytest" -p no:cacheprovider "$@"
+status=$?
+set -e
+if [ "$status" -eq 5 ]; then
+    die "pytest collected no tests; that is a failure, not a pass"
+fi
+echo "scripts/test.sh: pytest exit $status after $((SECONDS - started))s" >&2
+exit "$status"
