@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -83,6 +84,29 @@ def kubectl(control_plane: ControlPlane, tools: Tools) -> Kubectl:
         return result
 
     return run
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def sluice_crds(kubectl: Kubectl) -> Path:
+    """Sluice's CRDs, applied with kubectl from crds/ and ready to use."""
+    crds = REPO / "crds"
+    kubectl("apply", "-f", str(crds))
+    kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd",
+        "-l",
+        "app.kubernetes.io/part-of=sluice",
+    )
+    deadline = time.monotonic() + 30
+    while kubectl("get", "sluice", "-A", check=False).returncode != 0:
+        assert time.monotonic() < deadline, "Sluice's kinds never became discoverable"
+        time.sleep(0.2)
+    return crds
 
 
 _namespaces = itertools.count()

@@ -1,0 +1,33 @@
+"""Sluice's Kubernetes API (``sluice.dev/v1alpha1``): the resource models and their CRDs.
+
+Pure data: parsing and validation only, no I/O. ``models`` is the single source of the
+schemas; ``crds`` generates ``crds/*.yaml`` from it.
+"""
+
+from sluice.resources.models import (
+    API_VERSION,
+    GROUP,
+    VERSION,
+    BreakerPolicy,
+    BreakerPolicySpec,
+    ModelRoute,
+    ModelRouteSpec,
+    Upstream,
+    UpstreamSpec,
+    UpstreamStatus,
+    parse,
+)
+
+__all__ = [
+    "API_VERSION",
+    "GROUP",
+    "VERSION",
+    "BreakerPolicy",
+    "BreakerPolicySpec",
+    "ModelRoute",
+    "ModelRouteSpec",
+    "Upstream",
+    "UpstreamSpec",
+    "UpstreamStatus",
+    "parse",
+]
