@@ -1,0 +1,218 @@
+"""The few Kubernetes API calls Sluice makes, typed, on kubernetes_asyncio.
+
+kubernetes_asyncio is the client because it is asyncio-native like everything else here, it
+understands every kubeconfig (exec plugins, OIDC, token files) and in-cluster ServiceAccounts,
+and kopf logs in through it (``kopf.login_via_async_client``), so the operator has one source of
+credentials. It is untyped; this module is the only place that calls it, and it hands out plain
+dicts. Errors become :class:`KubeError` with the API server's status and message.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import inspect
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+__all__ = ["Connection", "Kube", "KubeError", "parse_rfc3339", "rfc3339"]
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class KubeError(RuntimeError):
+    """The API server refused a request (``status`` is its HTTP status, 0 if none)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}" if status else message)
+        self.status = status
+
+
+def _wrap(e: ApiException) -> KubeError:
+    message = str(e.reason)
+    with contextlib.suppress(TypeError, ValueError, AttributeError):
+        message = json.loads(e.body or b"").get("message", message)
+    return KubeError(int(e.status or 0), message)
+
+
+def rfc3339(timestamp: float) -> str:
+    """Wall-clock seconds as Kubernetes writes times (UTC, second precision, Z)."""
+    moment = dt.datetime.fromtimestamp(timestamp, dt.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_rfc3339(text: str) -> float:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where the API server is and how to authenticate: what kopf's login needs."""
+
+    server: str
+    ca_path: str | None
+    certificate_path: str | None
+    private_key_path: str | None
+    scheme: str | None
+    token: str | None
+    insecure: bool
+
+
+class Kube:
+    """An API client for one cluster. ``async with await Kube.connect(...) as kube:``"""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        # The generated API classes take dict bodies and extra options (_content_type) that
+        # their annotations do not admit; this module is the typed boundary, so Any here.
+        self._api: Any = api
+        self._configuration: Any = api.configuration
+        self._custom: Any = client.CustomObjectsApi(api)
+        self._core: Any = client.CoreV1Api(api)
+        self._coordination: Any = client.CoordinationV1Api(api)
+
+    @classmethod
+    async def connect(cls, kubeconfig: Path | None = None) -> Self:
+        """In-cluster credentials if there are any and no kubeconfig is named, else kubeconfig
+        (``kubeconfig``, ``$KUBECONFIG`` or ``~/.kube/config``)."""
+        configuration = client.Configuration()
+        if kubeconfig is None:
+            try:
+                config.load_incluster_config(client_configuration=configuration)
+            except config.ConfigException:
+                await config.load_kube_config(client_configuration=configuration)
+        else:
+            await config.load_kube_config(
+                config_file=str(kubeconfig), client_configuration=configuration
+            )
+        return cls(client.ApiClient(configuration))
+
+    async def connection(self) -> Connection:
+        """The server and credentials this client uses (tokens from exec plugins included)."""
+        cfg = self._configuration
+        header: Any = cfg.get_api_key_with_prefix("BearerToken")
+        if inspect.isawaitable(header):
+            header = await header  # kubernetes_asyncio >= 33.3
+        parts = str(header).split(" ", 1) if header else []
+        scheme, token = (
+            (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0] if parts else None)
+        )
+        return Connection(
+            server=str(cfg.host),
+            ca_path=cfg.ssl_ca_cert,
+            certificate_path=cfg.cert_file,
+            private_key_path=cfg.key_file,
+            scheme=scheme,
+            token=token,
+            insecure=not cfg.verify_ssl,
+        )
+
+    async def close(self) -> None:
+        await self._api.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- custom resources --------------------------------------------------------------------
+
+    async def list_objects(
+        self, group: str, version: str, plural: str, namespace: str | None
+    ) -> list[dict[str, Any]]:
+        """Every object of a custom resource kind, in one namespace or all."""
+        try:
+            if namespace is None:
+                result = await self._custom.list_cluster_custom_object(group, version, plural)
+            else:
+                result = await self._custom.list_namespaced_custom_object(
+                    group, version, namespace, plural
+                )
+        except ApiException as e:
+            raise _wrap(e) from e
+        return [dict(item) for item in result.get("items", [])]
+
+    async def patch_status(
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        *,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+    ) -> dict[str, Any]:
+        """JSON merge patch of the status subresource (``None`` values delete fields)."""
+        try:
+            result = await self._custom.patch_namespaced_custom_object_status(
+                group,
+                version,
+                namespace,
+                plural,
+                name,
+                {"status": status},
+                _content_type=MERGE_PATCH,
+            )
+        except ApiException as e:
+            raise _wrap(e) from e
+        return dict(result)
+
+    # -- core --------------------------------------------------------------------------------
+
+    async def secret_value(self, namespace: str, name: str, key: str) -> str:
+        """One key of a Secret, decoded. KubeError(404) if the Secret or the key is missing."""
+        try:
+            secret = await self._core.read_namespaced_secret(name, namespace)
+        except ApiException as e:
+            raise _wrap(e) from e
+        data = secret.data or {}
+        if key not in data:
+            raise KubeError(404, f'secret "{name}" has no key "{key}"')
+        return base64.b64decode(data[key]).decode()
+
+    async def create_event(self, namespace: str, event: dict[str, Any]) -> None:
+        try:
+            await self._core.create_namespaced_event(namespace, event)
+        except ApiException as e:
+            raise _wrap(e) from e
+
+    # -- leases ------------------------------------------------------------------------------
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            lease = await self._coordination.read_namespaced_lease(name, namespace)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise _wrap(e) from e
+        return dict(self._api.sanitize_for_serialization(lease))
+
+    async def create_lease(self, namespace: str, lease: dict[str, Any]) -> dict[str, Any]:
+        try:
+            created = await self._coordination.create_namespaced_lease(namespace, lease)
+        except ApiException as e:
+            raise _wrap(e) from e
+        return dict(self._api.sanitize_for_serialization(created))
+
+    async def replace_lease(
+        self, namespace: str, name: str, lease: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Replace with optimistic concurrency: ``lease.metadata.resourceVersion`` must match
+        (KubeError(409) when someone else wrote it first)."""
+        try:
+            replaced = await self._coordination.replace_namespaced_lease(name, namespace, lease)
+        except ApiException as e:
+            raise _wrap(e) from e
+        return dict(self._api.sanitize_for_serialization(replaced))
