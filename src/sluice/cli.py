@@ -64,6 +64,96 @@ def _controlplane_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seconds(text: str) -> float:
+    from sluice.core import PolicyError, parse_duration
+
+    try:
+        return parse_duration(text)
+    except PolicyError as e:
+        raise argparse.ArgumentTypeError(e.message) from e
+
+
+def _operator(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from sluice.operator import OperatorOptions, run
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not args.verbose:
+        logging.getLogger("kopf").setLevel(logging.WARNING)
+    # Never, even with -v: kubernetes_asyncio logs response bodies (Secrets included) at DEBUG.
+    logging.getLogger("kubernetes_asyncio").setLevel(logging.WARNING)
+    options = OperatorOptions(
+        kubeconfig=args.kubeconfig,
+        namespace=None if args.all_namespaces else args.namespace,
+        metrics_address=args.metrics_address,
+        metrics_port=args.metrics_port,
+        lease_namespace=args.lease_namespace,
+        lease_name=args.lease_name,
+        lease_duration=args.lease_duration,
+        renew_deadline=args.renew_deadline,
+        retry_period=args.retry_period,
+        default_policy=args.default_policy,
+        **({"identity": args.identity} if args.identity else {}),
+    )
+    return asyncio.run(run(options))
+
+
+def _add_operator(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    import os
+
+    operator = commands.add_parser(
+        "operator",
+        help="probe Upstreams, run their breakers, write status and Events (Kubernetes)",
+        description="The Sluice operator. Only the replica holding the leader Lease works; "
+        "others wait to take over.",
+    )
+    operator.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=None,
+        help="default: in-cluster ServiceAccount, else $KUBECONFIG or ~/.kube/config",
+    )
+    scope = operator.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--namespace",
+        default=os.environ.get("SLUICE_NAMESPACE", "default"),
+        help="watch this namespace (default: $SLUICE_NAMESPACE or 'default')",
+    )
+    scope.add_argument("--all-namespaces", action="store_true", help="watch every namespace")
+    operator.add_argument(
+        "--metrics-address",
+        default="0.0.0.0",  # noqa: S104
+        help="address for /metrics and /healthz (default: 0.0.0.0)",
+    )
+    operator.add_argument("--metrics-port", type=int, default=9090)
+    operator.add_argument(
+        "--lease-namespace",
+        default=os.environ.get("POD_NAMESPACE", "default"),
+        help="namespace of the leader Lease (default: $POD_NAMESPACE or 'default')",
+    )
+    operator.add_argument("--lease-name", default="sluice-operator")
+    operator.add_argument("--lease-duration", type=_seconds, default=15.0, metavar="DURATION")
+    operator.add_argument("--renew-deadline", type=_seconds, default=10.0, metavar="DURATION")
+    operator.add_argument("--retry-period", type=_seconds, default=2.0, metavar="DURATION")
+    operator.add_argument(
+        "--identity",
+        default=os.environ.get("POD_NAME"),
+        help="this replica's name in the Lease (default: $POD_NAME or host-pid)",
+    )
+    operator.add_argument(
+        "--default-policy",
+        default="default",
+        help="BreakerPolicy used where an Upstream names none (default: 'default')",
+    )
+    operator.add_argument("-v", "--verbose", action="store_true")
+    operator.set_defaults(handler=_operator)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sluice",
@@ -73,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sluice {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+    _add_operator(commands)
     controlplane = commands.add_parser(
         "controlplane",
         help="a real kube-apiserver and etcd on loopback: kubectl flows without a cluster",

@@ -368,8 +368,14 @@ class BreakerStatus(Schema):
     trip_count: int | None = None
     trip_streak: int | None = None
     last_transition_time: str | None = None
-    forced: bool | None = None
+    forced: bool | None = Field(None, description="Whether spec.breaker.override is in force.")
+    automatic_state: Literal["Closed", "Open", "HalfOpen"] | None = Field(
+        None, description="Under an override: the state the evidence says."
+    )
     policy: str | None = Field(None, description="The BreakerPolicy in force.")
+    last_reset: str | None = Field(
+        None, description="The sluice.dev/reset annotation value last acted on."
+    )
 
 
 class Condition(Schema):

@@ -1,0 +1,249 @@
+"""``sluice operator``: win the leader Lease, then let kopf watch Upstreams and BreakerPolicies
+and run a worker per Upstream.
+
+Kopf does the watching (list, watch, reconnects, back-off), logs in with the same credentials
+as our own client, and calls :class:`Operator` with every event. Kopf's own Event posting and
+peering are off: the workers post Events themselves, and the Lease decides who works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import kopf
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from sluice.kube import Kube
+from sluice.operator.leader import LeadershipLost, LeaseElector
+from sluice.operator.metrics import OperatorMetrics
+from sluice.operator.worker import Context, PolicyBook, UpstreamWorker
+from sluice.resources.models import GROUP, VERSION
+
+__all__ = ["Operator", "OperatorOptions", "run"]
+
+log = logging.getLogger("sluice.operator")
+
+
+@dataclass(frozen=True)
+class OperatorOptions:
+    kubeconfig: Path | None = None
+    namespace: str | None = None  # None: all namespaces
+    metrics_address: str = "0.0.0.0"  # noqa: S104 - a Pod serves its metrics on its own IP
+    metrics_port: int = 9090
+    lease_namespace: str = "default"
+    lease_name: str = "sluice-operator"
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+    identity: str = f"{socket.gethostname()}-{os.getpid()}"
+    default_policy: str = "default"
+    secret_ttl: float = 60.0
+
+
+def _key(obj: dict[str, Any]) -> tuple[str, str]:
+    metadata = obj.get("metadata") or {}
+    return str(metadata.get("namespace")), str(metadata.get("name"))
+
+
+class Operator:
+    """Keeps one worker per Upstream and the book of BreakerPolicies in step with events."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.workers: dict[tuple[str, str], UpstreamWorker] = {}
+
+    async def upstream_event(self, kind: str | None, obj: dict[str, Any]) -> None:
+        key = _key(obj)
+        if kind == "DELETED":
+            worker = self.workers.pop(key, None)
+            if worker is not None:
+                await worker.stop()
+        elif key in self.workers:
+            self.workers[key].observe(obj)
+        else:
+            worker = UpstreamWorker(self.ctx, key[0], key[1], obj)
+            self.workers[key] = worker
+            worker.start()
+        self.ctx.metrics.upstreams.set(len(self.workers))
+
+    def policy_event(self, kind: str | None, obj: dict[str, Any]) -> None:
+        namespace, name = _key(obj)
+        if kind == "DELETED":
+            self.ctx.policies.remove(namespace, name)
+        else:
+            self.ctx.policies.put(namespace, name, obj.get("spec") or {})
+        for (worker_namespace, _), worker in self.workers.items():
+            if worker_namespace == namespace:
+                worker.policies_changed()
+
+    async def stop_all(self) -> None:
+        workers, self.workers = list(self.workers.values()), {}
+        await asyncio.gather(*(w.stop() for w in workers))
+
+
+def registry_for(operator: Operator, kube: Kube) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    async def login(**_: Any) -> kopf.ConnectionInfo:
+        c = await kube.connection()
+        return kopf.ConnectionInfo(
+            server=c.server,
+            ca_path=c.ca_path,
+            certificate_path=c.certificate_path,
+            private_key_path=c.private_key_path,
+            scheme=c.scheme,
+            token=c.token,
+            insecure=c.insecure,
+        )
+
+    @kopf.on.event(GROUP, VERSION, "upstreams", registry=registry)
+    async def upstreams(event: kopf.RawEvent, **_: Any) -> None:
+        await operator.upstream_event(event.get("type"), dict(event["object"]))
+
+    @kopf.on.event(GROUP, VERSION, "breakerpolicies", registry=registry)
+    async def policies(event: kopf.RawEvent, **_: Any) -> None:
+        operator.policy_event(event.get("type"), dict(event["object"]))
+
+    return registry
+
+
+def kopf_settings() -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    settings.posting.enabled = False  # workers post their own Events, one per transition
+    settings.scanning.disabled = True  # no cluster-wide CRD/namespace listing: least privilege
+    settings.watching.server_timeout = 300
+    return settings
+
+
+async def _metrics_server(metrics: OperatorMetrics, address: str, port: int) -> web.AppRunner:
+    async def serve_metrics(_: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/metrics", serve_metrics)
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, address, port).start()
+    return runner
+
+
+def _handle_signals(shutdown: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, shutdown.set)
+
+
+async def run(options: OperatorOptions) -> int:
+    """Run until SIGTERM/SIGINT (0) or until leadership is lost (1)."""
+    metrics = OperatorMetrics()
+    metrics_runner = await _metrics_server(metrics, options.metrics_address, options.metrics_port)
+    shutdown = asyncio.Event()
+    _handle_signals(shutdown)
+    try:
+        async with await Kube.connect(options.kubeconfig) as kube:
+            elector = LeaseElector(
+                kube,
+                options.lease_namespace,
+                options.lease_name,
+                options.identity,
+                lease_duration=options.lease_duration,
+                renew_deadline=options.renew_deadline,
+                retry_period=options.retry_period,
+            )
+            acquiring = asyncio.create_task(elector.acquire())
+            stopping = asyncio.create_task(shutdown.wait())
+            await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not acquiring.done():
+                acquiring.cancel()
+                return 0
+            stopping.cancel()
+            acquiring.result()
+            metrics.leader.set(1)
+            try:
+                return await _lead(options, kube, elector, metrics, shutdown)
+            finally:
+                metrics.leader.set(0)
+                await elector.release()
+    finally:
+        await metrics_runner.cleanup()
+
+
+async def _lead(
+    options: OperatorOptions,
+    kube: Kube,
+    elector: LeaseElector,
+    metrics: OperatorMetrics,
+    shutdown: asyncio.Event,
+) -> int:
+    async with aiohttp.ClientSession() as session:
+        ctx = Context(
+            kube=kube,
+            session=session,
+            metrics=metrics,
+            policies=PolicyBook(),
+            identity=options.identity,
+            default_policy=options.default_policy,
+            secret_ttl=options.secret_ttl,
+        )
+        # Policies first, so no Upstream is judged "policy not found" for a moment at start.
+        for policy in await kube.list_objects(GROUP, VERSION, "breakerpolicies", options.namespace):
+            namespace, name = _key(policy)
+            ctx.policies.put(namespace, name, policy.get("spec") or {})
+        operator = Operator(ctx)
+        stop_flag, ready_flag = asyncio.Event(), asyncio.Event()
+        kopf_task = asyncio.create_task(
+            kopf.operator(
+                registry=registry_for(operator, kube),
+                settings=kopf_settings(),
+                standalone=True,
+                clusterwide=options.namespace is None,
+                namespaces=[options.namespace] if options.namespace else (),
+                stop_flag=stop_flag,
+                ready_flag=ready_flag,
+            )
+        )
+        # kopf installs its own SIGINT/SIGTERM handlers (and then SIGKILLs itself after a
+        # timeout); take them back, so a signal stops kopf through stop_flag and we can still
+        # release the Lease.
+        ready = asyncio.create_task(ready_flag.wait())
+        await asyncio.wait({ready, kopf_task}, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        _handle_signals(shutdown)
+        holding = asyncio.create_task(elector.hold())
+        stopping = asyncio.create_task(shutdown.wait())
+        done, _ = await asyncio.wait(
+            {kopf_task, holding, stopping}, return_when=asyncio.FIRST_COMPLETED
+        )
+        stop_flag.set()
+        for task in (holding, stopping):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await kopf_task
+        await operator.stop_all()
+        if holding in done:
+            error = holding.exception()
+            log.error("stepping down: %s", error)
+            if isinstance(error, LeadershipLost):
+                return 1
+            raise error if error is not None else RuntimeError("lease renewal stopped")
+        if kopf_task in done and not shutdown.is_set():
+            log.error("kopf stopped unexpectedly")
+            return 1
+        return 0
