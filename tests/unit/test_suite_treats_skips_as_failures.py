@@ -12,6 +12,7 @@ ROOT_CONFTEST = Path(__file__).parents[1] / "conftest.py"
 @pytest.fixture
 def suite(pytester: pytest.Pytester) -> pytest.Pytester:
     pytester.makeconftest(ROOT_CONFTEST.read_text())
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     return pytester
 
 

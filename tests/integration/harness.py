@@ -1,0 +1,154 @@
+"""Processes and servers the integration tests run: the operator as a real subprocess, and
+fake upstreams in a thread of their own so they keep answering while a test blocks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sluice.devcluster.cluster import free_port
+from sluice.fakes import FakeUpstream, SeenRequest
+
+T = TypeVar("T")
+
+
+class ThreadedFake:
+    """A FakeUpstream on its own event loop thread, with a fixed port across stop/start."""
+
+    def __init__(self, name: str, *, default_status: int | None = None) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self.fake = FakeUpstream(name=name, port=free_port(), default_status=default_status)
+
+    def _call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
+
+    @property
+    def base_url(self) -> str:
+        return self.fake.base_url
+
+    def start(self) -> None:
+        self._call(self.fake.start())
+
+    def stop(self) -> None:
+        self._call(self.fake.stop())
+
+    def seen(self) -> list[SeenRequest]:
+        return list(self.fake.seen)
+
+    def close(self) -> None:
+        self.stop()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._loop.close()
+
+
+class OperatorProcess:
+    """``sluice operator`` for one namespace, with its own Lease and metrics port."""
+
+    def __init__(
+        self, kubeconfig: Path, namespace: str, log_path: Path, *extra: str, identity: str = "op"
+    ) -> None:
+        self.metrics_port = free_port()
+        self.log_path = log_path
+        self.identity = identity
+        self._log = log_path.open("wb")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sluice",
+                "operator",
+                "--kubeconfig",
+                str(kubeconfig),
+                "--namespace",
+                namespace,
+                "--lease-namespace",
+                namespace,
+                "--metrics-address",
+                "127.0.0.1",
+                "--metrics-port",
+                str(self.metrics_port),
+                "--identity",
+                identity,
+                "--lease-duration",
+                "3s",
+                "--renew-deadline",
+                "2s",
+                "--retry-period",
+                "500ms",
+                *extra,
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return str(response.read().decode())
+
+    def serving(self) -> bool:
+        try:
+            self.metrics()
+        except OSError:
+            return False
+        return True
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of the samples of ``name`` with these labels, over every other label (0 if
+        there are none, or while the process is not serving yet)."""
+        try:
+            text = self.metrics()
+        except OSError:
+            return 0.0
+        total = 0.0
+        for line in text.splitlines():
+            if not line.startswith(name + "{") and not line.startswith(name + " "):
+                continue
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+
+def eventually(check: Callable[[], T], *, timeout: float, interval: float = 0.2, what: str) -> T:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` and the last value."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"{what}: not within {timeout}s (last: {last!r})")
+
+
+def get_json(kubectl: Callable[..., subprocess.CompletedProcess[str]], *args: str) -> Any:
+    return json.loads(kubectl("get", *args, "-o", "json").stdout)
