@@ -1,0 +1,34 @@
+"""docs/metrics.md lists exactly the metrics the operator exports, with their labels."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from prometheus_client import Counter
+from prometheus_client.metrics import MetricWrapperBase
+
+from sluice.operator.metrics import OperatorMetrics
+
+DOC = Path(__file__).resolve().parents[3] / "docs" / "metrics.md"
+
+
+def documented(section: str) -> dict[str, set[str]]:
+    text = DOC.read_text().split(f"## {section}", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(sluice_\w+)` \| \w+ \|([^|]*)\|", text, flags=re.MULTILINE)
+    return {name: set(re.findall(r"`(\w+)`", labels)) for name, labels in rows}
+
+
+def exported(metrics: OperatorMetrics) -> dict[str, set[str]]:
+    """Name (as scraped) -> label names, from the metric objects (prometheus_client keeps the
+    label names in a private attribute; there is no public getter)."""
+    found: dict[str, set[str]] = {}
+    for value in vars(metrics).values():
+        if isinstance(value, MetricWrapperBase):
+            suffix = "_total" if isinstance(value, Counter) else ""
+            found[value._name + suffix] = set(value._labelnames)
+    return found
+
+
+def test_every_operator_metric_is_documented_with_its_labels_and_nothing_else() -> None:
+    assert exported(OperatorMetrics()) == documented("Operator")
