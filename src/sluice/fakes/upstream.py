@@ -2,19 +2,27 @@
 
 Every request is recorded (method, path, the headers that matter), so tests can count what
 reached it. A request can ask for trouble with headers; the server's ``default_status`` makes
-every request without them fail, as an upstream that is down for everyone would:
+every request without them fail, as an upstream that is down for everyone would. Each header
+also has a form scoped to one fake by name, ``x-fake-status-primary``, which wins over the plain
+one for the fake named ``primary`` (so one request can fail one upstream and not another).
 
-=================== =========================================================================
-``x-fake-status``    answer with this HTTP status and an OpenAI-style error body
-``x-fake-delay``     seconds to wait before answering
-``x-fake-retry-after`` with a 429, the ``Retry-After`` header to send
-=================== =========================================================================
+============================ ================================================================
+``x-fake-status``            answer with this HTTP status and an OpenAI-style error body
+``x-fake-delay``             seconds to wait before answering
+``x-fake-retry-after``       with a 429, the ``Retry-After`` header to send
+``x-fake-reset``             close the connection without answering (a reset)
+``x-fake-chunks``            how many content chunks a stream sends (default 3)
+``x-fake-chunk-delay``       seconds between stream chunks
+``x-fake-stall-after``       stream this many chunks, then stall (send nothing more)
+``x-fake-cut-after``         stream this many chunks, then drop the connection mid-stream
+============================ ================================================================
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from dataclasses import dataclass, field
 
@@ -42,6 +50,7 @@ class FakeUpstream:
     models: tuple[str, ...] = ("m1",)
     port: int = 0
     default_status: int | None = None  # every unsteered request gets this status
+    flaky: float = 0.0  # this fraction of unsteered requests fail with 503 (for demos)
     seen: list[SeenRequest] = field(default_factory=list)
     _runner: web.AppRunner | None = field(default=None, repr=False)
 
@@ -53,10 +62,13 @@ class FakeUpstream:
         app = web.Application()
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/completions", self._chat)
+        app.router.add_post("/v1/embeddings", self._embeddings)
         return app
 
     async def start(self) -> None:
-        runner = web.AppRunner(self.app(), access_log=None)
+        # A stalled or delayed handler must not hold up stop() for aiohttp's default 60 s.
+        runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.2)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", self.port, reuse_address=True)
         await site.start()
@@ -75,6 +87,10 @@ class FakeUpstream:
     def requests_to(self, path: str) -> list[SeenRequest]:
         return [r for r in self.seen if r.path == path]
 
+    def _steer(self, request: web.Request, name: str) -> str | None:
+        headers = request.headers
+        return headers.get(f"{name}-{self.name}") or headers.get(name)
+
     async def _trouble(self, request: web.Request) -> web.Response | None:
         headers = {k.lower(): v for k, v in request.headers.items()}
         self.seen.append(
@@ -85,14 +101,19 @@ class FakeUpstream:
                 at=time.time(),
             )
         )
-        if delay := headers.get("x-fake-delay"):
+        if delay := self._steer(request, "x-fake-delay"):
             await asyncio.sleep(float(delay))
-        status = headers.get("x-fake-status")
+        if self._steer(request, "x-fake-reset") and request.transport is not None:
+            request.transport.abort()  # RST, no response at all
+            raise web.HTTPBadRequest  # never sent: the connection is gone
+        status = self._steer(request, "x-fake-status")
         code = int(status) if status else self.default_status
+        if code is None and self.flaky and random.random() < self.flaky:  # noqa: S311
+            code = 503
         if code is None or code < 400:
             return None
         response_headers = {}
-        if retry_after := headers.get("x-fake-retry-after"):
+        if retry_after := self._steer(request, "x-fake-retry-after"):
             response_headers["Retry-After"] = retry_after
         return web.json_response(
             {"error": {"message": f"fake {self.name} says {code}", "type": "fake_error"}},
@@ -119,6 +140,17 @@ class FakeUpstream:
         body = await request.json()
         model = str(body.get("model", self.models[0]))
         text = f"hello from {self.name}"
+        if request.path.endswith("/completions") and "chat" not in request.path:
+            return web.json_response(
+                {
+                    "id": "cmpl-fake",
+                    "object": "text_completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 4, "total_tokens": 5},
+                }
+            )
         if not body.get("stream"):
             return web.json_response(
                 {
@@ -136,17 +168,53 @@ class FakeUpstream:
                     "usage": {"prompt_tokens": 1, "completion_tokens": 4, "total_tokens": 5},
                 }
             )
+        chunks = int(self._steer(request, "x-fake-chunks") or 3)
+        pause = float(self._steer(request, "x-fake-chunk-delay") or 0)
+        stall_after = self._steer(request, "x-fake-stall-after")
+        cut_after = self._steer(request, "x-fake-cut-after")
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        for word in text.split():
+        for index in range(chunks):
+            if stall_after is not None and index == int(stall_after):
+                await asyncio.sleep(3600)
+            if cut_after is not None and index == int(cut_after):
+                if request.transport is not None:
+                    request.transport.abort()
+                return response
             chunk = {
                 "id": "chatcmpl-fake",
                 "object": "chat.completion.chunk",
                 "created": int(time.time()),
                 "model": model,
-                "choices": [{"index": 0, "delta": {"content": word + " "}, "finish_reason": None}],
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"content": f"{self.name}-{index} "},
+                        "finish_reason": None,
+                    }
+                ],
             }
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            if pause:
+                await asyncio.sleep(pause)
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        if (trouble := await self._trouble(request)) is not None:
+            return trouble
+        body = await request.json()
+        inputs = body.get("input", "")
+        count = len(inputs) if isinstance(inputs, list) else 1
+        return web.json_response(
+            {
+                "object": "list",
+                "model": body.get("model", self.models[0]),
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}
+                    for i in range(count)
+                ],
+                "usage": {"prompt_tokens": count, "total_tokens": count},
+            }
+        )
