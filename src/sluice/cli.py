@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
@@ -154,6 +155,188 @@ def _add_operator(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     operator.set_defaults(handler=_operator)
 
 
+def _logging(verbose: bool) -> None:
+    import logging
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # One JSON object per request, as is: log collectors parse it.
+    access = logging.getLogger("sluice.proxy.access")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access.addHandler(handler)
+    access.propagate = False
+    logging.getLogger("kubernetes_asyncio").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def _admin_token(args: argparse.Namespace) -> str | None:
+    import os
+
+    if args.admin_token_file is not None:
+        return str(args.admin_token_file.read_text().strip()) or None
+    return os.environ.get("SLUICE_ADMIN_TOKEN") or None
+
+
+def _proxy(args: argparse.Namespace) -> int:
+    from sluice.proxy.manifests import ManifestError
+    from sluice.proxy.standalone import StandaloneOptions, serve
+
+    _logging(args.verbose)
+    options = StandaloneOptions(
+        paths=tuple(args.manifests),
+        host=args.host,
+        port=args.port,
+        admin_token=_admin_token(args),
+    )
+    try:
+        serve(options)
+    except ManifestError as e:
+        print(f"sluice: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_proxy(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    proxy = commands.add_parser(
+        "proxy",
+        help="the OpenAI-compatible gateway (from manifests on disk: no cluster needed)",
+        description="Serve the OpenAI API in front of the Upstreams declared in manifests, with "
+        "breakers and probes in-process. Files are read again when they change.",
+    )
+    proxy.add_argument(
+        "--manifests",
+        type=Path,
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="a YAML file or directory (repeatable)",
+    )
+    proxy.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
+    proxy.add_argument("--port", type=int, default=8080, help="default: 8080")
+    proxy.add_argument(
+        "--admin-token-file",
+        type=Path,
+        default=None,
+        help="bearer token for /admin (default: $SLUICE_ADMIN_TOKEN; none: disabled)",
+    )
+    proxy.add_argument("-v", "--verbose", action="store_true")
+    proxy.set_defaults(handler=_proxy)
+
+
+def _fake_upstream(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from sluice.fakes import FakeUpstream
+
+    async def run() -> None:
+        fake = FakeUpstream(
+            name=args.name, port=args.port, models=tuple(args.model or ["m1"]), flaky=args.flaky
+        )
+        await fake.start()
+        print(f"fake upstream {args.name} on {fake.base_url}", flush=True)
+        await asyncio.Event().wait()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+    return 0
+
+
+def _add_fake_upstream(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    fake = commands.add_parser(
+        "fake-upstream",
+        help="a fake OpenAI-compatible upstream on 127.0.0.1, for demos and tests",
+        description="Answers /v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings. "
+        "Requests can ask it to fail: x-fake-status, x-fake-delay, x-fake-reset, "
+        "x-fake-cut-after, x-fake-stall-after (see sluice/fakes/upstream.py).",
+    )
+    fake.add_argument("--name", default="fake")
+    fake.add_argument("--port", type=int, default=18101)
+    fake.add_argument("--model", action="append", help="a model it serves (repeatable)")
+    fake.add_argument(
+        "--flaky", type=float, default=0.0, help="fraction of requests answered 503 (default: 0)"
+    )
+    fake.set_defaults(handler=_fake_upstream)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import asyncio
+    from importlib import resources
+
+    from aiohttp import web
+
+    from sluice.fakes import FakeUpstream
+    from sluice.proxy.standalone import StandaloneOptions, build
+
+    _logging(verbose=False)
+    examples = Path(str(resources.files("sluice") / "examples"))
+    if not examples.is_dir():
+        examples = Path(__file__).resolve().parents[2] / "examples"
+
+    async def run() -> None:
+        fakes = [
+            FakeUpstream(name="primary", port=18101, flaky=args.flaky),
+            FakeUpstream(name="secondary", port=18102),
+        ]
+        for fake in fakes:
+            await fake.start()
+        options = StandaloneOptions(
+            paths=(examples,),
+            port=args.port,
+            admin_token="demo",  # noqa: S106 - the demo's admin token, printed below
+        )
+        runner = web.AppRunner(build(options), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", args.port).start()
+        base = f"http://127.0.0.1:{args.port}"
+        print(
+            DEMO_TEXT.format(base=base, examples=examples, flaky=round(args.flaky * 100)),
+            flush=True,
+        )
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+            for fake in fakes:
+                await fake.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+    return 0
+
+
+DEMO_TEXT = """
+Sluice is serving the OpenAI API on {base} (manifests: {examples}).
+Upstream "primary" (127.0.0.1:18101) fails {flaky}% of requests; "secondary" (18102) is healthy.
+Model m1 routes to primary first, then secondary.
+
+  curl -s {base}/v1/chat/completions -H 'content-type: application/json' \\
+       -d '{{"model":"m1","messages":[{{"role":"user","content":"hi"}}]}}' -D - | grep -i x-sluice
+  curl -s {base}/health                         # breakers: ok / degraded / unhealthy
+  curl -s {base}/metrics | grep sluice_         # Prometheus metrics
+  curl -s -X POST -H 'Authorization: Bearer demo' {base}/admin/breakers/default/primary/open
+
+Each request logs one JSON line below: watch "attempts" fail over from primary to secondary,
+and primary's circuit open after 3 failures in a row. Ctrl-C stops everything.
+"""
+
+
+def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="the standalone proxy with the example manifests and two fake upstreams",
+        description="Starts fake upstreams on 127.0.0.1:18101 (flaky) and :18102, and the proxy "
+        "with examples/upstreams.yaml on 127.0.0.1:8080.",
+    )
+    demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument(
+        "--flaky", type=float, default=0.5, help="fraction of requests primary fails (default: 0.5)"
+    )
+    demo.set_defaults(handler=_demo)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sluice",
@@ -163,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sluice {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+    _add_demo(commands)
+    _add_proxy(commands)
+    _add_fake_upstream(commands)
     _add_operator(commands)
     controlplane = commands.add_parser(
         "controlplane",

@@ -1,5 +1,7 @@
 """Active probes: one cheap request to an upstream, classified by the breaker core.
 
+Shared by the operator (the cluster breaker) and the standalone proxy (its in-process breakers).
+
 By default a probe is ``GET {baseURL}/models`` with the provider's auth header; ``probe.method:
 POST`` sends a one-token chat completion to the first model instead (for servers whose model
 list says nothing about health). The API key never leaves this module except in the request.
@@ -23,7 +25,7 @@ from sluice.core import (
 from sluice.core.policy import parse_duration
 from sluice.resources.models import UpstreamSpec
 
-__all__ = ["ProbeResult", "auth_headers", "probe"]
+__all__ = ["ProbeResult", "auth_headers", "error_kind", "probe"]
 
 ANTHROPIC_VERSION = "2023-06-01"
 AZURE_API_VERSION = "2024-10-21"
@@ -53,7 +55,8 @@ def auth_headers(provider: str, api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"}
 
 
-def _error_kind(error: BaseException) -> ErrorKind:
+def error_kind(error: BaseException) -> ErrorKind:
+    """The breaker's name for a transport error from aiohttp."""
     if isinstance(error, aiohttp.ClientConnectorDNSError):
         return ErrorKind.DNS
     if isinstance(error, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
@@ -116,5 +119,5 @@ async def probe(
             return ProbeResult(outcome, latency, status, outcome.detail)
     except (aiohttp.ClientError, TimeoutError, OSError) as e:
         latency = (time.perf_counter() - started) * 1000
-        outcome = classify_error(_error_kind(e), type(e).__name__)
+        outcome = classify_error(error_kind(e), type(e).__name__)
         return ProbeResult(outcome, latency, None, outcome.detail)

@@ -27,7 +27,6 @@ from sluice.core.policy import parse_duration
 from sluice.kube import Kube, KubeError, rfc3339
 from sluice.operator.health import ProbeHistory, ProbeRecord
 from sluice.operator.metrics import OperatorMetrics
-from sluice.operator.prober import probe
 from sluice.operator.status import (
     HEALTH_REFRESH_SECONDS,
     Readiness,
@@ -36,6 +35,7 @@ from sluice.operator.status import (
     snapshot_from_status,
     visible,
 )
+from sluice.probe import probe
 from sluice.resources.models import API_VERSION, GROUP, VERSION, BreakerPolicySpec, UpstreamSpec
 
 __all__ = ["RESET_ANNOTATION", "Context", "PolicyBook", "UpstreamWorker"]

@@ -1,0 +1,106 @@
+"""Each replica's local breakers, kept in step with the routing table, and the admission rule.
+
+An attempt goes to an upstream only if every judge allows it: the override from spec wins
+(forced Open: never; forced Closed: always); else the cluster's breaker from status (Kubernetes
+mode) must be Closed — when it is HalfOpen the operator's probe is the trial — and the local
+breaker must admit it (HalfOpen locally: one trial permit at a time).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from sluice.core import CircuitBreaker, Outcome, Permit, State, Transition
+from sluice.proxy.table import Key, Table, Target
+
+__all__ = ["Breakers"]
+
+
+class Breakers:
+    def __init__(
+        self,
+        *,
+        on_transition: Callable[[Key, Transition], None] | None = None,
+    ) -> None:
+        self._breakers: dict[Key, CircuitBreaker] = {}
+        self._on_transition = on_transition
+
+    def sync(self, table: Table, now: float) -> None:
+        """Create, update (policy, override) and drop breakers to match ``table``."""
+        for key, target in table.targets.items():
+            breaker = self._breakers.get(key)
+            if breaker is None:
+                breaker = CircuitBreaker(target.policy, now=now, on_transition=self._reporter(key))
+                self._breakers[key] = breaker
+            elif breaker.policy != target.policy:
+                breaker.set_policy(target.policy, now)
+            breaker.force(target.override, now)
+        for key in set(self._breakers) - set(table.targets):
+            del self._breakers[key]
+
+    def _reporter(self, key: Key) -> Callable[[Transition], None] | None:
+        callback = self._on_transition
+        if callback is None:
+            return None
+
+        def report(transition: Transition) -> None:
+            callback(key, transition)
+
+        return report
+
+    def get(self, key: Key) -> CircuitBreaker:
+        return self._breakers[key]
+
+    def items(self) -> list[tuple[Key, CircuitBreaker]]:
+        return sorted(self._breakers.items())
+
+    def admit(self, target: Target, now: float) -> Permit | None:
+        if target.override is None and self._cluster_blocks(target, now):
+            return None
+        return self._breakers[target.key].admit(now)
+
+    @staticmethod
+    def _cluster_blocks(target: Target, now: float) -> bool:
+        """The operator's breaker is Open (until openUntil), or HalfOpen: its probe is the
+        trial, so proxies send nothing until it closes."""
+        state = target.cluster_state
+        if state is None or state is State.CLOSED:
+            return False
+        if state is State.OPEN and target.cluster_open_until is not None:
+            return now < target.cluster_open_until
+        return True
+
+    def available_in(self, target: Target, now: float) -> float:
+        """Seconds until ``admit`` may succeed; for Retry-After."""
+        local = self._breakers[target.key].available_in(now)
+        if target.override is not None or target.cluster_state in (None, State.CLOSED):
+            return local
+        if target.cluster_state is State.OPEN and target.cluster_open_until is not None:
+            return max(local, target.cluster_open_until - now, 0.0)
+        return max(local, 1.0)  # cluster HalfOpen: the operator's next probe decides
+
+    def record(
+        self, target: Target, permit: Permit, outcome: Outcome, now: float, duration: float | None
+    ) -> None:
+        breaker = self._breakers.get(target.key)
+        if breaker is not None:  # the upstream may have been removed mid-request
+            breaker.record(permit, outcome, now, duration=duration)
+
+    def effective_state(self, target: Target, now: float) -> State:
+        local = self._breakers[target.key].poll(now)
+        if target.override is not None:
+            return target.override
+        cluster = target.cluster_state
+        if cluster is State.OPEN or local is State.OPEN:
+            return State.OPEN
+        if cluster is State.HALF_OPEN or local is State.HALF_OPEN:
+            return State.HALF_OPEN
+        return State.CLOSED
+
+    @staticmethod
+    def retry_after(seconds: float) -> int:
+        """A Retry-After header value: whole seconds, at least 1, capped for 'unknown'."""
+        if math.isinf(seconds):
+            return 30
+        return max(1, math.ceil(seconds))

@@ -1,0 +1,424 @@
+"""One client request's journey through the candidates: admit, attempt, fail over, stream.
+
+1. The route's candidates are tried in order within the retry budget. A candidate whose
+   breakers give no permit is skipped, never contacted.
+2. A failure or a 429 moves on to the next candidate while nothing has been sent to the client;
+   another 4xx is the client's own and goes back as is.
+3. A stream is committed at its first byte: the client gets 200 and the chunks as they come. A
+   later failure is recorded and ends the stream with an SSE error event.
+4. Nobody admitted: ``503`` ``circuit_open`` at once, with ``Retry-After``. Everybody tried and
+   failed: ``502`` ``upstream_error`` with the attempt history (``429`` if all were rate limited).
+
+Every attempt's outcome goes to the breakers, and the request's story to one log record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web
+
+from sluice.core import (
+    ADMITTED,
+    ErrorKind,
+    Outcome,
+    OutcomeKind,
+    Permit,
+    classify_error,
+    classify_status,
+)
+from sluice.core.policy import parse_duration
+from sluice.probe import auth_headers, error_kind
+from sluice.proxy.breakers import Breakers
+from sluice.proxy.table import Candidate, Key, RouteEntry
+
+if TYPE_CHECKING:
+    from sluice.proxy.server import Proxy
+
+__all__ = ["Exchange", "error_response"]
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+        "trailer", "transfer-encoding", "upgrade", "host", "content-length",
+    }
+)  # fmt: skip
+# The client's credentials are for the gateway, never for an upstream.
+NOT_FORWARDED = HOP_BY_HOP | {"authorization", "x-api-key", "api-key", "cookie", "accept-encoding"}
+PASSED_BACK = ("content-type", "retry-after", "x-request-id", "openai-processing-ms",
+               "openai-version")  # fmt: skip
+
+
+def error_response(
+    status: int, message: str, kind: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> web.Response:
+    """An OpenAI-style error body: ``{"error": {"message", "type", "code", ...}}``."""
+    body = {"error": {"message": message, "type": kind, "param": None, "code": kind, **extra}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+@dataclass
+class Attempt:
+    upstream: str
+    outcome: str = ""
+    status: int | None = None
+    error: str | None = None
+    ms: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"upstream": self.upstream, "outcome": self.outcome,
+                                  "ms": round(self.ms, 1)}  # fmt: skip
+        if self.status is not None:
+            record["status"] = self.status
+        if self.error:
+            record["error"] = self.error
+        return record
+
+
+@dataclass
+class _Reply:
+    """An upstream's complete (non-streamed) answer."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str]
+    final: bool  # give it to the client (success, or the client's own error)
+
+
+class _Committed(Exception):
+    """A stream was answered, successfully or not: the request is over."""
+
+    def __init__(self, response: web.StreamResponse) -> None:
+        self.response = response
+
+
+class _StreamBroke(Exception):
+    def __init__(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+
+
+@dataclass
+class Exchange:
+    proxy: Proxy
+    request: web.Request
+    body: dict[str, Any]
+    stream: bool
+    record: dict[str, Any]
+    attempts: list[Attempt] = field(default_factory=list)
+
+    async def run(self) -> tuple[web.StreamResponse, str]:
+        """The response and the route label."""
+        proxy, model = self.proxy, str(self.body["model"])
+        resolved = proxy.table.resolve(model, order=proxy.order)
+        route, entry = resolved.route, resolved.entry
+        if not resolved.candidates:
+            return error_response(
+                404, f"The model `{model}` does not exist or has no upstream", "model_not_found"
+            ), route
+        budget = entry.spec.retry.max_attempts if entry else min(3, len(resolved.candidates))
+        candidates = self._sticky_first(entry, resolved.candidates)
+        skipped, last = 0, None
+        try:
+            for candidate in candidates:
+                if len(self.attempts) >= budget:
+                    break
+                permit = proxy.breakers.admit(candidate.target, proxy.clock())
+                if permit is None:
+                    skipped += 1
+                    continue
+                if self.attempts:
+                    proxy.metrics.failovers.labels(route).inc()
+                reply = await self._attempt(candidate, permit)
+                if reply is not None and reply.final:
+                    self._remember_sticky(entry, candidate)
+                    return self._respond(reply, candidate), route
+                last = reply or last
+            if not self.attempts:
+                if entry is None or entry.spec.when_all_open != "TryAnyway":
+                    return self._circuit_open(route, candidates), route
+                reply = await self._attempt(candidates[0], ADMITTED)
+                if reply is not None and reply.final:
+                    return self._respond(reply, candidates[0]), route
+        except _Committed as committed:
+            return committed.response, route
+        finally:
+            self.record["attempts"] = [a.as_dict() for a in self.attempts]
+        rate_limited = str(OutcomeKind.RATE_LIMITED)
+        if last is not None and all(a.outcome == rate_limited for a in self.attempts):
+            return self._respond(last, None), route
+        return self._exhausted(model, skipped), route
+
+    # -- answers -------------------------------------------------------------------------------
+
+    def _circuit_open(self, route: str, candidates: list[Candidate]) -> web.Response:
+        proxy = self.proxy
+        now = proxy.clock()
+        wait = min(proxy.breakers.available_in(c.target, now) for c in candidates)
+        retry_after = Breakers.retry_after(wait)
+        proxy.metrics.rejections.labels(route).inc()
+        names = ", ".join(sorted({c.target.name for c in candidates}))
+        return error_response(
+            503,
+            f"every circuit for this model is open ({names}); no upstream was contacted; "
+            f"retry in {retry_after}s",
+            "circuit_open",
+            headers={"Retry-After": str(retry_after), "x-sluice-attempts": "0"},
+        )
+
+    def _exhausted(self, model: str, skipped: int) -> web.Response:
+        also = f", {skipped} skipped with an open circuit" if skipped else ""
+        return error_response(
+            502,
+            f"every upstream tried for `{model}` failed ({len(self.attempts)} attempts{also})",
+            "upstream_error",
+            attempts=[a.as_dict() for a in self.attempts],
+            headers={"x-sluice-attempts": str(len(self.attempts))},
+        )
+
+    def _respond(self, reply: _Reply, candidate: Candidate | None) -> web.Response:
+        headers = {k: v for k, v in reply.headers.items() if k.lower() in PASSED_BACK}
+        headers["x-sluice-attempts"] = str(len(self.attempts))
+        if candidate is not None:
+            headers["x-sluice-upstream"] = candidate.target.name
+        return web.Response(status=reply.status, body=reply.body, headers=headers)
+
+    # -- sticky sessions -----------------------------------------------------------------------
+
+    def _sticky_key(self, entry: RouteEntry | None) -> tuple[Key, str] | None:
+        if entry is None or entry.spec.sticky_session is None:
+            return None
+        value = self.request.headers.get(entry.spec.sticky_session.header)
+        return (entry.key, value) if value else None
+
+    def _sticky_first(
+        self, entry: RouteEntry | None, candidates: list[Candidate]
+    ) -> list[Candidate]:
+        key = self._sticky_key(entry)
+        remembered = self.proxy.sticky.get(key) if key else None
+        if remembered is None or remembered[1] < self.proxy.clock():
+            return candidates
+        first = [c for c in candidates if c.target.key == remembered[0]]
+        return first + [c for c in candidates if c.target.key != remembered[0]]
+
+    def _remember_sticky(self, entry: RouteEntry | None, candidate: Candidate) -> None:
+        key = self._sticky_key(entry)
+        if key is None or entry is None or entry.spec.sticky_session is None:
+            return
+        sticky = self.proxy.sticky
+        if len(sticky) > 100_000:  # bounded: forget everything rather than grow forever
+            sticky.clear()
+        ttl = parse_duration(entry.spec.sticky_session.ttl)
+        sticky[key] = (candidate.target.key, self.proxy.clock() + ttl)
+
+    # -- one attempt ---------------------------------------------------------------------------
+
+    async def _attempt(self, candidate: Candidate, permit: Permit) -> _Reply | None:
+        """A complete answer (final or not), None after a failure with nothing to show, or
+        _Committed once a stream has been answered."""
+        proxy, target = self.proxy, candidate.target
+        namespace, name = target.key
+        timeouts = target.spec.timeouts
+        attempt = _Recorder(self, candidate, permit)
+        proxy.in_flight[target.key] = proxy.in_flight.get(target.key, 0) + 1
+        proxy.metrics.in_flight.labels(namespace, name).inc()
+        try:
+            connect = parse_duration(timeouts.connect)
+            try:
+                upstream = await asyncio.wait_for(
+                    proxy.session.post(
+                        candidate.target.spec.base_url.rstrip("/")
+                        + self.request.path.removeprefix("/v1"),
+                        data=json.dumps({**self.body, "model": candidate.model}).encode(),
+                        headers=self._headers(candidate),
+                        timeout=aiohttp.ClientTimeout(
+                            total=parse_duration(timeouts.total),
+                            connect=connect,
+                            sock_connect=connect,
+                        ),
+                    ),
+                    timeout=parse_duration(timeouts.first_token),
+                )
+            except TimeoutError:
+                attempt.finish(classify_error(ErrorKind.FIRST_TOKEN_TIMEOUT))
+                return None
+            except (aiohttp.ClientError, OSError) as e:
+                attempt.finish(classify_error(error_kind(e), type(e).__name__))
+                return None
+            async with upstream:
+                attempt.headers_at = time.perf_counter()
+                if upstream.status >= 300 or not self.stream:
+                    return await self._buffered(upstream, attempt)
+                await self._streamed(upstream, attempt)
+                return None  # failed before its first byte: nothing was sent, fail over
+        finally:
+            proxy.in_flight[target.key] -= 1
+            proxy.metrics.in_flight.labels(namespace, name).dec()
+
+    def _headers(self, candidate: Candidate) -> dict[str, str]:
+        headers = {k: v for k, v in self.request.headers.items() if k.lower() not in NOT_FORWARDED}
+        headers["Content-Type"] = "application/json"
+        headers.update(auth_headers(candidate.target.spec.provider, candidate.target.api_key))
+        return headers
+
+    async def _buffered(
+        self, upstream: aiohttp.ClientResponse, attempt: _Recorder
+    ) -> _Reply | None:
+        try:
+            body = await asyncio.wait_for(upstream.read(), timeout=attempt.time_left())
+        except TimeoutError:
+            attempt.finish(classify_error(ErrorKind.TOTAL_TIMEOUT))
+            return None
+        except (aiohttp.ClientError, OSError) as e:
+            attempt.finish(classify_error(error_kind(e), type(e).__name__))
+            return None
+        outcome = classify_status(
+            upstream.status,
+            attempt.candidate.target.policy,
+            retry_after=upstream.headers.get("Retry-After"),
+            now=time.time(),
+        )
+        attempt.finish(outcome, first_byte=attempt.headers_at)
+        if outcome.kind is OutcomeKind.SUCCESS:
+            self._count_tokens(attempt.candidate, body)
+        final = outcome.kind in (OutcomeKind.SUCCESS, OutcomeKind.IGNORED)
+        return _Reply(upstream.status, body, dict(upstream.headers), final)
+
+    def _count_tokens(self, candidate: Candidate, body: bytes) -> None:
+        """Token usage from an OpenAI-style body, into the log record and the metric."""
+        with contextlib.suppress(ValueError, AttributeError, TypeError):
+            usage = json.loads(body).get("usage") or {}
+            tokens = {"input": usage.get("prompt_tokens"), "output": usage.get("completion_tokens")}
+            self.record["tokens"] = tokens
+            namespace, name = candidate.target.key
+            for kind, count in tokens.items():
+                if isinstance(count, int) and count > 0:
+                    self.proxy.metrics.tokens.labels(namespace, name, kind).inc(count)
+
+    async def _streamed(self, upstream: aiohttp.ClientResponse, attempt: _Recorder) -> None:
+        """Returns only if the stream failed before its first byte; else raises _Committed."""
+        try:
+            first = await asyncio.wait_for(
+                upstream.content.readany(), timeout=attempt.first_token_left()
+            )
+        except TimeoutError:
+            attempt.finish(classify_error(ErrorKind.FIRST_TOKEN_TIMEOUT))
+            return
+        except (aiohttp.ClientError, OSError) as e:
+            attempt.finish(classify_error(error_kind(e), type(e).__name__))
+            return
+        if not first:
+            attempt.finish(classify_error(ErrorKind.STREAM_CUT, "closed before the first byte"))
+            return
+        first_byte = time.perf_counter()
+        self.record["ttft_ms"] = round((first_byte - attempt.started) * 1000, 1)
+        response = web.StreamResponse(
+            status=200,
+            headers={
+                "Content-Type": upstream.headers.get("Content-Type", "text/event-stream"),
+                "Cache-Control": "no-cache",
+                "x-sluice-upstream": attempt.candidate.target.name,
+                "x-sluice-attempts": str(len(self.attempts)),
+            },
+        )
+        await response.prepare(self.request)
+        try:
+            await response.write(first)
+            await self._relay(upstream, response, attempt, first)
+        except _StreamBroke as broke:
+            attempt.finish(broke.outcome, first_byte=first_byte)
+            message = (
+                f"upstream {attempt.candidate.target.name} failed mid-stream: "
+                f"{broke.outcome.detail}"
+            )
+            error = {"error": {"message": message, "type": "upstream_error",
+                               "code": "upstream_error"}}  # fmt: skip
+            with contextlib.suppress(ConnectionError, aiohttp.ClientConnectionResetError):
+                await response.write(f"data: {json.dumps(error)}\n\n".encode())
+                await response.write_eof()
+            raise _Committed(response) from None
+        except (ConnectionError, aiohttp.ClientConnectionResetError, asyncio.CancelledError) as e:
+            # Our client went away: not the upstream's fault.
+            attempt.finish(classify_error(ErrorKind.CLIENT_DISCONNECT), first_byte=first_byte)
+            if isinstance(e, asyncio.CancelledError):
+                raise
+            raise _Committed(response) from None
+        attempt.finish(
+            Outcome(OutcomeKind.SUCCESS, "stream complete", status=200), first_byte=first_byte
+        )
+        with contextlib.suppress(ConnectionError, aiohttp.ClientConnectionResetError):
+            await response.write_eof()
+        raise _Committed(response)
+
+    async def _relay(
+        self,
+        upstream: aiohttp.ClientResponse,
+        response: web.StreamResponse,
+        attempt: _Recorder,
+        first: bytes,
+    ) -> None:
+        idle = parse_duration(attempt.candidate.target.spec.timeouts.stream_idle)
+        tail = first[-16:]
+        while True:
+            left = attempt.time_left()
+            try:
+                chunk = await asyncio.wait_for(upstream.content.readany(), timeout=min(idle, left))
+            except TimeoutError:
+                kind = ErrorKind.STREAM_IDLE_TIMEOUT if idle < left else ErrorKind.TOTAL_TIMEOUT
+                raise _StreamBroke(classify_error(kind)) from None
+            except (aiohttp.ClientError, OSError) as e:
+                raise _StreamBroke(classify_error(ErrorKind.STREAM_CUT, type(e).__name__)) from None
+            if not chunk:
+                # An OpenAI stream ends with [DONE]; a clean close before it is a cut.
+                if b"[DONE]" not in tail and first.startswith(b"data:"):
+                    raise _StreamBroke(classify_error(ErrorKind.STREAM_CUT, "ended without [DONE]"))
+                return
+            await response.write(chunk)
+            tail = (tail + chunk)[-16:]
+
+
+class _Recorder:
+    """Times one attempt and records its outcome (breaker, metrics, the log record) once."""
+
+    def __init__(self, exchange: Exchange, candidate: Candidate, permit: Permit) -> None:
+        self.exchange = exchange
+        self.candidate = candidate
+        self.permit = permit
+        self.started = time.perf_counter()
+        self.headers_at: float | None = None
+        self.attempt = Attempt(upstream=candidate.target.name)
+        exchange.attempts.append(self.attempt)
+        timeouts = candidate.target.spec.timeouts
+        self._first_token = parse_duration(timeouts.first_token)
+        self._total = parse_duration(timeouts.total)
+
+    def time_left(self) -> float:
+        return max(0.001, self._total - (time.perf_counter() - self.started))
+
+    def first_token_left(self) -> float:
+        return max(0.001, self._first_token - (time.perf_counter() - self.started))
+
+    def finish(self, outcome: Outcome, *, first_byte: float | None = None) -> None:
+        proxy, target = self.exchange.proxy, self.candidate.target
+        ttft = None if first_byte is None else first_byte - self.started
+        attempt = self.attempt
+        attempt.outcome = str(outcome.kind)
+        attempt.status = outcome.status
+        attempt.error = None if outcome.kind is OutcomeKind.SUCCESS else outcome.detail
+        attempt.ms = (time.perf_counter() - self.started) * 1000
+        proxy.breakers.record(target, self.permit, outcome, proxy.clock(), ttft)
+        namespace, name = target.key
+        proxy.metrics.attempts.labels(namespace, name, str(outcome.kind)).inc()
+        if ttft is not None:
+            proxy.metrics.ttft.labels(namespace, name).observe(ttft)
+        if outcome.kind is OutcomeKind.SUCCESS:
+            sample = (ttft if ttft is not None else attempt.ms / 1000) * 1000
+            previous = proxy.latency_ms.get(target.key)
+            proxy.latency_ms[target.key] = (
+                sample if previous is None else 0.8 * previous + 0.2 * sample
+            )

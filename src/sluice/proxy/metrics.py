@@ -1,0 +1,99 @@
+"""The proxy's Prometheus metrics (listed in docs/metrics.md), in a registry of its own.
+
+Labels stay low-cardinality: ``route`` is a ModelRoute's namespace/name (``implicit:<model>``
+for a model served without one, only ever a configured model), ``upstream`` an Upstream's name,
+``code`` the HTTP status the client got.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from sluice.core import State, Transition
+
+__all__ = ["ProxyMetrics"]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class ProxyMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "sluice_requests_total",
+            "Client requests by route and the HTTP status returned.",
+            ["route", "code"],
+            registry=self.registry,
+        )
+        self.request_duration = Histogram(
+            "sluice_request_duration_seconds",
+            "Time from request to the last byte of the response, by route.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.attempts = Counter(
+            "sluice_attempts_total",
+            "Attempts at upstreams by outcome (success, failure, rate_limited, ignored).",
+            ["namespace", "upstream", "outcome"],
+            registry=self.registry,
+        )
+        self.failovers = Counter(
+            "sluice_failovers_total",
+            "Times a request moved on to another upstream after a failed attempt.",
+            ["route"],
+            registry=self.registry,
+        )
+        self.rejections = Counter(
+            "sluice_circuit_rejections_total",
+            "Requests answered 503 circuit_open without contacting any upstream.",
+            ["route"],
+            registry=self.registry,
+        )
+        self.ttft = Histogram(
+            "sluice_time_to_first_token_seconds",
+            "Time from sending an attempt to its first response byte, by upstream.",
+            ["namespace", "upstream"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "sluice_tokens_total",
+            "Tokens reported by upstreams (usage), by kind (input, output).",
+            ["namespace", "upstream", "kind"],
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "sluice_upstream_in_flight",
+            "Attempts in progress per upstream.",
+            ["namespace", "upstream"],
+            registry=self.registry,
+        )
+        self.state = Gauge(
+            "sluice_breaker_state",
+            "Circuit state, one-hot: 1 for the current state of each upstream.",
+            ["component", "namespace", "upstream", "state"],
+            registry=self.registry,
+        )
+        self.transitions = Counter(
+            "sluice_breaker_transitions_total",
+            "Circuit state transitions.",
+            ["component", "namespace", "upstream", "from", "to", "reason"],
+            registry=self.registry,
+        )
+
+    def set_state(self, namespace: str, upstream: str, state: State) -> None:
+        for name in State:
+            self.state.labels("proxy", namespace, upstream, str(name)).set(
+                1.0 if name is state else 0.0
+            )
+
+    def transition(self, namespace: str, upstream: str, transition: Transition) -> None:
+        self.transitions.labels(
+            "proxy",
+            namespace,
+            upstream,
+            str(transition.from_state),
+            str(transition.to_state),
+            str(transition.reason),
+        ).inc()

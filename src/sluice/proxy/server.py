@@ -1,0 +1,291 @@
+"""The OpenAI-compatible gateway's HTTP side: the app, its endpoints and shared state.
+
+``/v1/chat/completions``, ``/v1/completions`` and ``/v1/embeddings`` go through an
+:class:`~sluice.proxy.exchange.Exchange` (routing, breakers, failover, streaming);
+``/v1/models``, ``/health``, ``/metrics`` and ``/admin/breakers`` answer from the table and the
+breakers. Every API request writes one JSON log line (logger ``sluice.proxy.access``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from sluice.core import State, Transition
+from sluice.proxy.breakers import Breakers
+from sluice.proxy.exchange import Exchange, error_response
+from sluice.proxy.metrics import ProxyMetrics
+from sluice.proxy.table import Candidate, Key, RouteEntry, Table, order_candidates
+
+__all__ = ["PROXY", "Proxy", "create_app"]
+
+access_log = logging.getLogger("sluice.proxy.access")
+log = logging.getLogger("sluice.proxy")
+
+MAX_BODY_BYTES = 16 * 1024 * 1024
+STREAMABLE = frozenset({"/v1/chat/completions", "/v1/completions"})
+
+
+@dataclass
+class Proxy:
+    """Everything a request needs: the table, the breakers, the client session, metrics."""
+
+    table: Table
+    metrics: ProxyMetrics = field(default_factory=ProxyMetrics)
+    admin_token: str | None = None
+    clock: Callable[[], float] = time.time
+    rng: random.Random = field(default_factory=random.Random)
+    breakers: Breakers = field(init=False)
+    latency_ms: dict[Key, float] = field(default_factory=dict)
+    in_flight: dict[Key, int] = field(default_factory=dict)
+    round_robin: dict[Key, int] = field(default_factory=dict)
+    sticky: dict[tuple[Key, str], tuple[Key, float]] = field(default_factory=dict)
+    _session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The client session to upstreams; exists while the app runs (see create_app)."""
+        if self._session is None:
+            raise RuntimeError("the proxy is not running: no client session")
+        return self._session
+
+    def __post_init__(self) -> None:
+        self.breakers = Breakers(on_transition=self._transition)
+        self.set_table(self.table)
+
+    def set_table(self, table: Table) -> None:
+        self.table = table
+        self.breakers.sync(table, self.clock())
+        for problem in table.problems:
+            log.warning("%s", problem)
+        for key, breaker in self.breakers.items():
+            self.metrics.set_state(key[0], key[1], breaker.state)
+
+    def _transition(self, key: Key, transition: Transition) -> None:
+        self.metrics.transition(key[0], key[1], transition)
+        self.metrics.set_state(key[0], key[1], self.breakers.get(key).state)
+        log.info(
+            "breaker %s/%s: %s -> %s (%s): %s",
+            key[0],
+            key[1],
+            transition.from_state,
+            transition.to_state,
+            transition.reason,
+            transition.message,
+        )
+
+    def order(self, route: RouteEntry | None, candidates: list[Candidate]) -> list[Candidate]:
+        def counter(key: Key) -> int:
+            value = self.round_robin.get(key, 0)
+            self.round_robin[key] = value + 1
+            return value
+
+        return order_candidates(
+            route,
+            candidates,
+            latency_ms=lambda key: self.latency_ms.get(key, 0.0),
+            in_flight=lambda key: self.in_flight.get(key, 0),
+            rng=self.rng,
+            counter=counter,
+        )
+
+
+PROXY = web.AppKey("sluice_proxy", Proxy)
+
+
+async def handle_models(request: web.Request) -> web.Response:
+    proxy = request.app[PROXY]
+    return web.json_response(
+        {
+            "object": "list",
+            "data": [
+                {"id": name, "object": "model", "created": 0, "owned_by": "sluice"}
+                for name in proxy.table.models()
+            ],
+        }
+    )
+
+
+async def handle_api(request: web.Request) -> web.StreamResponse:
+    proxy = request.app[PROXY]
+    started = time.perf_counter()
+    record: dict[str, Any] = {"method": request.method, "path": request.path}
+    route = "none"
+    response: web.StreamResponse | None = None
+    try:
+        try:
+            body = await request.json(loads=json.loads)
+        except (ValueError, UnicodeDecodeError):
+            response = error_response(
+                400, "the request body is not valid JSON", "invalid_request_error"
+            )
+            return response
+        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+            response = error_response(
+                400, "the request needs a 'model' string", "invalid_request_error"
+            )
+            return response
+        stream = bool(body.get("stream")) and request.path in STREAMABLE
+        record.update(model=body["model"], stream=stream)
+        response, route = await Exchange(proxy, request, body, stream, record).run()
+        return response
+    finally:
+        elapsed = time.perf_counter() - started
+        status = response.status if response is not None else 499  # the client went away
+        record.update(route=route, status=status, latency_ms=round(elapsed * 1000, 1))
+        proxy.metrics.requests.labels(route, str(status)).inc()
+        proxy.metrics.request_duration.labels(route).observe(elapsed)
+        access_log.info("%s", json.dumps(record, separators=(",", ":")))
+
+
+async def handle_health(request: web.Request) -> web.Response:
+    proxy = request.app[PROXY]
+    now = proxy.clock()
+    upstreams = []
+    for key, target in sorted(proxy.table.targets.items()):
+        state = proxy.breakers.effective_state(target, now)
+        breaker = proxy.breakers.get(key)
+        upstreams.append(
+            {
+                "name": key[1],
+                "namespace": key[0],
+                "state": {State.CLOSED: "closed", State.OPEN: "open", State.HALF_OPEN: "half_open"}[
+                    state
+                ],
+                "failures": max(breaker.consecutive_failures, breaker.consecutive_probe_failures),
+                "forced": target.override is not None,
+            }
+        )
+        proxy.metrics.set_state(key[0], key[1], state)
+    open_count = sum(u["state"] == "open" for u in upstreams)
+    if open_count == 0:
+        status = "ok"
+    elif open_count < len(upstreams):
+        status = "degraded"
+    else:
+        status = "unhealthy"
+    return web.json_response(
+        {"status": status, "upstreams": upstreams}, status=503 if status == "unhealthy" else 200
+    )
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    proxy = request.app[PROXY]
+    return web.Response(
+        body=generate_latest(proxy.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+def _admin_guard(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        token = request.app[PROXY].admin_token
+        if not token:
+            return error_response(
+                403, "admin endpoints are disabled (no admin token configured)", "forbidden"
+            )
+        if request.headers.get("Authorization") != f"Bearer {token}":
+            return error_response(
+                401, "admin endpoints need 'Authorization: Bearer <admin token>'", "unauthorized"
+            )
+        return await handler(request)
+
+    return guarded
+
+
+async def handle_admin_list(request: web.Request) -> web.Response:
+    proxy = request.app[PROXY]
+    return web.json_response(
+        {
+            "breakers": [
+                {
+                    "namespace": key[0],
+                    "name": key[1],
+                    **_snapshot_json(breaker.snapshot()),
+                    "effective": str(breaker.state),
+                }
+                for key, breaker in proxy.breakers.items()
+            ]
+        }
+    )
+
+
+def _snapshot_json(snapshot: Any) -> dict[str, Any]:
+    return {
+        "state": str(snapshot.state),
+        "forced": None if snapshot.forced is None else str(snapshot.forced),
+        "reason": None if snapshot.reason is None else str(snapshot.reason),
+        "message": snapshot.message,
+        "consecutiveFailures": snapshot.consecutive_failures,
+        "openUntil": snapshot.open_until,
+    }
+
+
+async def handle_admin_action(request: web.Request) -> web.Response:
+    proxy = request.app[PROXY]
+    key = (request.match_info["namespace"], request.match_info["name"])
+    action = request.match_info["action"]
+    if key not in proxy.table.targets:
+        return error_response(404, f"no upstream {key[0]}/{key[1]}", "not_found")
+    admin = request.app.get(ADMIN_ACTIONS)
+    if admin is None:
+        return error_response(501, "this proxy cannot change breakers", "not_implemented")
+    try:
+        await admin(key, action)
+    except ValueError as e:
+        return error_response(400, str(e), "invalid_request_error")
+    breaker = proxy.breakers.get(key)
+    return web.json_response(
+        {
+            "namespace": key[0],
+            "name": key[1],
+            "action": action,
+            **_snapshot_json(breaker.snapshot()),
+            "effective": str(breaker.state),
+        }
+    )
+
+
+AdminActions = Callable[[Key, str], Awaitable[None]]
+ADMIN_ACTIONS: web.AppKey[AdminActions] = web.AppKey("sluice_admin_actions")
+
+
+async def _client_session(app: web.Application) -> AsyncIterator[None]:
+    proxy = app[PROXY]
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+        auto_decompress=False,  # bodies pass through as the upstream encoded them
+    ) as session:
+        proxy._session = session
+        yield
+        proxy._session = None
+
+
+def create_app(proxy: Proxy, *, admin: AdminActions | None = None) -> web.Application:
+    """The proxy's app. Its cleanup context opens and closes the session to upstreams; add
+    yours after it (they run in order)."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app[PROXY] = proxy
+    app.cleanup_ctx.append(_client_session)
+    if admin is not None:
+        app[ADMIN_ACTIONS] = admin
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
+        app.router.add_post(path, handle_api)
+    app.router.add_get("/v1/models", handle_models)
+    app.router.add_get("/health", handle_health)
+    app.router.add_get("/metrics", handle_metrics)
+    app.router.add_get("/admin/breakers", _admin_guard(handle_admin_list))
+    app.router.add_post(
+        "/admin/breakers/{namespace}/{name}/{action}", _admin_guard(handle_admin_action)
+    )
+    return app

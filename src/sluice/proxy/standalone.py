@@ -1,0 +1,135 @@
+"""``sluice proxy --manifests PATH``: the proxy with no cluster.
+
+The routing table comes from the same manifests you would ``kubectl apply``; the breakers and
+the probes run in-process (each Upstream's probe feeds its breaker, as the operator's would);
+the files are read again when they change — a change that does not load is reported and the
+last good table stays in force. Admin actions change the in-memory breakers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from sluice.core import State
+from sluice.core.policy import parse_duration
+from sluice.probe import probe
+from sluice.proxy import manifests
+from sluice.proxy.server import Proxy, create_app
+from sluice.proxy.table import Key
+
+__all__ = ["StandaloneOptions", "build", "serve"]
+
+log = logging.getLogger("sluice.proxy")
+
+
+@dataclass(frozen=True)
+class StandaloneOptions:
+    paths: tuple[Path, ...]
+    host: str = "127.0.0.1"
+    port: int = 8080
+    admin_token: str | None = None
+    reload_interval: float = 2.0
+    default_policy: str = "default"
+
+
+async def _probe_forever(proxy: Proxy, key: Key) -> None:
+    while True:
+        target = proxy.table.targets.get(key)
+        if target is None or target.spec.probe is None:
+            return
+        result = await probe(
+            proxy.session, target.spec, api_key=target.api_key, policy=target.policy
+        )
+        with contextlib.suppress(KeyError):  # removed while probing
+            proxy.breakers.get(key).record_probe(result.outcome, proxy.clock())
+        await asyncio.sleep(parse_duration(target.spec.probe.interval))
+
+
+class _Probes:
+    """One probe task per probed upstream, restarted when the table changes."""
+
+    def __init__(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+        self.tasks: dict[Key, asyncio.Task[None]] = {}
+
+    def sync(self) -> None:
+        wanted = {k for k, t in self.proxy.table.targets.items() if t.spec.probe is not None}
+        for key in set(self.tasks) - wanted:
+            self.tasks.pop(key).cancel()
+        for key in wanted - set(self.tasks):
+            self.tasks[key] = asyncio.create_task(_probe_forever(self.proxy, key))
+
+    async def stop(self) -> None:
+        for task in self.tasks.values():
+            task.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        self.tasks.clear()
+
+
+async def _reload_forever(proxy: Proxy, probes: _Probes, options: StandaloneOptions) -> None:
+    seen = manifests.signature(options.paths)
+    while True:
+        await asyncio.sleep(options.reload_interval)
+        try:
+            current = manifests.signature(options.paths)
+            if current == seen:
+                continue
+            seen = current
+            table = manifests.load(options.paths, default_policy=options.default_policy)
+        except (manifests.ManifestError, OSError) as e:
+            log.error("manifests changed but cannot be loaded; keeping the last good ones: %s", e)
+            continue
+        proxy.set_table(table)
+        probes.sync()
+        log.info("reloaded %d upstreams, %d routes", len(table.targets), len(table.routes))
+
+
+def build(options: StandaloneOptions) -> web.Application:
+    """The app: the proxy, plus in-process probes and reloading while it runs."""
+    table = manifests.load(options.paths, default_policy=options.default_policy)
+    proxy = Proxy(table=table, admin_token=options.admin_token)
+
+    async def admin(key: Key, action: str) -> None:
+        breaker = proxy.breakers.get(key)
+        now = proxy.clock()
+        if action == "open":
+            breaker.force(State.OPEN, now)
+        elif action == "close":
+            breaker.force(State.CLOSED, now)
+        elif action == "auto":
+            breaker.force(None, now)
+        elif action == "reset":
+            breaker.reset(now, message="reset by the admin endpoint")
+        else:
+            raise ValueError(f"unknown action {action!r}: use open, close, auto or reset")
+
+    async def background(app: web.Application) -> AsyncIterator[None]:
+        probes = _Probes(proxy)
+        probes.sync()
+        reloading = asyncio.create_task(_reload_forever(proxy, probes, options))
+        yield
+        reloading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reloading
+        await probes.stop()
+
+    app = create_app(proxy, admin=admin)
+    app.cleanup_ctx.append(background)  # after the client session the probes use
+    return app
+
+
+def serve(options: StandaloneOptions) -> None:
+    web.run_app(
+        build(options),
+        host=options.host,
+        port=options.port,
+        access_log=None,
+        print=lambda message: log.info("%s", message),
+    )

@@ -1,0 +1,300 @@
+"""The proxy's routing table: what it knows of upstreams, policies and routes. Pure data.
+
+Built the same way from manifests on disk and from a Kubernetes watch (the proxy's small
+config contract, as Envoy AI Gateway's filterapi is for its data plane): no Kubernetes types,
+no I/O. ``candidates`` turns a requested model into an ordered list of upstreams to try.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import random
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sluice.core import BreakerPolicy, PolicyError, State
+from sluice.kube import parse_rfc3339
+from sluice.resources.models import (
+    BreakerPolicy as BreakerPolicyResource,
+)
+from sluice.resources.models import (
+    ModelRoute,
+    ModelRouteSpec,
+    Upstream,
+    UpstreamSpec,
+)
+
+__all__ = ["Candidate", "Key", "Resolved", "RouteEntry", "Table", "Target", "build_table"]
+
+Key = tuple[str, str]  # (namespace, name)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One upstream as the proxy uses it."""
+
+    key: Key
+    spec: UpstreamSpec
+    api_key: str | None
+    policy: BreakerPolicy
+    policy_name: str
+    cluster_state: State | None = None  # from status (Kubernetes mode): the operator's breaker
+    cluster_open_until: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.key[1]
+
+    @property
+    def override(self) -> State | None:
+        override = self.spec.breaker.override
+        return None if override is None else State(override)
+
+    def serves(self, model: str) -> str | None:
+        """The upstream's name for ``model``, if it lists it."""
+        for entry in self.spec.models:
+            if entry.name == model:
+                return entry.upstream_model or entry.name
+        return None
+
+    def cost(self, model: str) -> float:
+        for entry in self.spec.models:
+            if entry.name == model:
+                return entry.cost.input_per_1m + entry.cost.output_per_1m
+        return float("inf")
+
+
+@dataclass(frozen=True)
+class RouteEntry:
+    key: Key
+    spec: ModelRouteSpec
+
+    def matches(self, model: str) -> bool:
+        return any(fnmatch.fnmatchcase(model, pattern) for pattern in self.spec.models)
+
+    def exact(self, model: str) -> bool:
+        return model in self.spec.models
+
+
+@dataclass(frozen=True)
+class Candidate:
+    target: Target
+    model: str  # the name sent upstream
+    requested: str  # the client-facing model this candidate serves (differs for fallbacks)
+    priority: int
+    weight: int
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A request's route: a label for logs and metrics, and its candidates in order."""
+
+    route: str
+    candidates: list[Candidate]
+    entry: RouteEntry | None
+
+
+@dataclass
+class Table:
+    targets: dict[Key, Target] = field(default_factory=dict)
+    routes: list[RouteEntry] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def models(self) -> list[str]:
+        """Client-facing model names: every model an upstream lists, and exact route names."""
+        names = {m.name for t in self.targets.values() for m in t.spec.models}
+        names.update(
+            p for r in self.routes for p in r.spec.models if not any(c in p for c in "*?[")
+        )
+        return sorted(names)
+
+    def route_for(self, model: str) -> RouteEntry | None:
+        exact = [r for r in self.routes if r.exact(model)]
+        if exact:
+            return exact[0]
+        globbed = [r for r in self.routes if r.matches(model)]
+        # The most specific pattern wins: the longest one that matched.
+        globbed.sort(
+            key=lambda r: -max(len(p) for p in r.spec.models if fnmatch.fnmatchcase(model, p))
+        )
+        return globbed[0] if globbed else None
+
+    def resolve(
+        self,
+        model: str,
+        *,
+        order: Callable[[RouteEntry | None, list[Candidate]], list[Candidate]],
+    ) -> Resolved:
+        """Candidates for ``model``: its route's targets (ordered by ``order``), then those of
+        its fallback models; without a route, every upstream listing it, cheapest first."""
+        entry = self.route_for(model)
+        if entry is None:
+            listed = [
+                Candidate(t, served, model, t.spec.priority, t.spec.weight)
+                for t in self.targets.values()
+                if (served := t.serves(model)) is not None
+            ]
+            listed.sort(key=lambda c: (c.target.cost(model), c.priority, c.target.key))
+            return Resolved(
+                route=f"implicit:{model}" if listed else "none", candidates=listed, entry=None
+            )
+        candidates: list[Candidate] = []
+        seen_models = {model}
+        queue: list[tuple[str, RouteEntry]] = [(model, entry)]
+        while queue:
+            requested, route = queue.pop(0)
+            candidates.extend(order(route, self._targets_of(route, requested)))
+            for fallback in route.spec.fallback_models or ():
+                if fallback in seen_models:
+                    continue  # a cycle through several routes: each model is tried once
+                seen_models.add(fallback)
+                fallback_route = self.route_for(fallback)
+                if fallback_route is not None:
+                    queue.append((fallback, fallback_route))
+                else:
+                    implicit = self.resolve(fallback, order=order).candidates
+                    candidates.extend(implicit)
+        return Resolved(route=f"{entry.key[0]}/{entry.key[1]}", candidates=candidates, entry=entry)
+
+    def _targets_of(self, route: RouteEntry, requested: str) -> list[Candidate]:
+        namespace = route.key[0]
+        found: list[Candidate] = []
+        for target_spec in route.spec.targets:
+            if target_spec.upstream is not None:
+                matched: Iterable[Target] = [
+                    t for k, t in self.targets.items() if k == (namespace, target_spec.upstream)
+                ]
+            else:
+                labels = (
+                    target_spec.upstream_selector.match_labels
+                    if target_spec.upstream_selector
+                    else {}
+                )
+                matched = [
+                    t
+                    for k, t in sorted(self.targets.items())
+                    if k[0] == namespace and _labels_match(self._labels.get(k, {}), labels)
+                ]
+            for target in matched:
+                upstream_model = target_spec.model or target.serves(requested) or requested
+                found.append(
+                    Candidate(
+                        target,
+                        upstream_model,
+                        requested,
+                        target.spec.priority
+                        if target_spec.priority is None
+                        else target_spec.priority,
+                        target.spec.weight if target_spec.weight is None else target_spec.weight,
+                    )
+                )
+        return found
+
+    _labels: dict[Key, Mapping[str, str]] = field(default_factory=dict)
+
+
+def _labels_match(labels: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in wanted.items())
+
+
+def order_candidates(
+    route: RouteEntry | None,
+    candidates: list[Candidate],
+    *,
+    latency_ms: Callable[[Key], float],
+    in_flight: Callable[[Key], int],
+    rng: random.Random,
+    counter: Callable[[Key], int],
+) -> list[Candidate]:
+    """Order a route's candidates by its strategy (stable, so declaration order breaks ties)."""
+    strategy = route.spec.strategy if route is not None else "Cheapest"
+    if strategy == "Priority":
+        return sorted(candidates, key=lambda c: c.priority)
+    if strategy == "Cheapest":
+        return sorted(candidates, key=lambda c: (c.target.cost(c.requested), c.priority))
+    if strategy == "LeastLatency":
+        return sorted(candidates, key=lambda c: latency_ms(c.target.key))
+    if strategy == "LeastBusy":
+        return sorted(candidates, key=lambda c: (in_flight(c.target.key), c.priority))
+    if strategy == "RoundRobin" and candidates:
+        start = counter(route.key if route is not None else ("", "")) % len(candidates)
+        return candidates[start:] + candidates[:start]
+    if strategy == "Weighted":
+        pool = [c for c in candidates if c.weight > 0]
+        ordered: list[Candidate] = []
+        while pool:
+            pick = rng.choices(pool, weights=[c.weight for c in pool])[0]
+            ordered.append(pick)
+            pool.remove(pick)
+        return ordered + [c for c in candidates if c.weight <= 0]
+    return candidates
+
+
+def build_table(
+    resources: Iterable[Upstream | BreakerPolicyResource | ModelRoute],
+    secrets: Mapping[Key, Mapping[str, str]],
+    *,
+    default_policy: str = "default",
+) -> Table:
+    """A table from parsed resources and Secrets' data; what cannot be used is reported in
+    ``problems`` (naming the object and the field) and left out or given defaults."""
+    table = Table()
+    policies: dict[Key, BreakerPolicy] = {}
+    upstreams: list[Upstream] = []
+    for resource in resources:
+        namespace = resource.metadata.namespace or "default"
+        key = (namespace, resource.metadata.name)
+        if isinstance(resource, BreakerPolicyResource):
+            try:
+                policies[key] = resource.spec.to_core()
+            except PolicyError as e:
+                table.problems.append(f"BreakerPolicy {namespace}/{key[1]}: {e}")
+        elif isinstance(resource, Upstream):
+            upstreams.append(resource)
+        else:
+            table.routes.append(RouteEntry(key, resource.spec))
+    for upstream in upstreams:
+        namespace = upstream.metadata.namespace or "default"
+        key = (namespace, upstream.metadata.name)
+        spec = upstream.spec
+        ref = spec.breaker.policy_ref.name if spec.breaker.policy_ref else None
+        policy_name = ref or default_policy
+        policy = policies.get((namespace, policy_name))
+        if policy is None:
+            if ref is not None:
+                table.problems.append(
+                    f'Upstream {namespace}/{key[1]}: BreakerPolicy "{ref}" not found; '
+                    "using the built-in defaults"
+                )
+            policy, policy_name = BreakerPolicy(), "(built-in defaults)"
+        api_key = None
+        if spec.credentials is not None:
+            ref_ = spec.credentials.secret_ref
+            data = secrets.get((namespace, ref_.name))
+            if data is None or ref_.key not in data:
+                table.problems.append(
+                    f'Upstream {namespace}/{key[1]}: credentials secret "{ref_.name}" key '
+                    f'"{ref_.key}" not found'
+                )
+            else:
+                api_key = data[ref_.key]
+        cluster_state, open_until = _cluster_state(
+            upstream.status.model_dump(by_alias=True) if upstream.status else None
+        )
+        table.targets[key] = Target(
+            key, spec, api_key, policy, policy_name, cluster_state, open_until
+        )
+        table._labels[key] = dict(upstream.metadata.labels)
+    table.routes.sort(key=lambda r: r.key)
+    return table
+
+
+def _cluster_state(status: Mapping[str, Any] | None) -> tuple[State | None, float | None]:
+    breaker = (status or {}).get("breaker") or {}
+    try:
+        state = State(str(breaker.get("automaticState") or breaker.get("state")))
+    except ValueError:
+        return None, None
+    until = breaker.get("openUntil")
+    return state, parse_rfc3339(until) if until else None
