@@ -181,18 +181,31 @@ def _admin_token(args: argparse.Namespace) -> str | None:
 
 
 def _proxy(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
     from sluice.proxy.manifests import ManifestError
-    from sluice.proxy.standalone import StandaloneOptions, serve
 
     _logging(args.verbose)
-    options = StandaloneOptions(
-        paths=tuple(args.manifests),
-        host=args.host,
-        port=args.port,
-        admin_token=_admin_token(args),
-    )
     try:
-        serve(options)
+        if args.kubernetes:
+            from sluice.proxy import kubernetes
+
+            app = kubernetes.build(
+                kubernetes.KubernetesOptions(
+                    kubeconfig=args.kubeconfig,
+                    namespace=None if args.all_namespaces else args.namespace,
+                    admin_token=_admin_token(args),
+                )
+            )
+        else:
+            from sluice.proxy import standalone
+
+            app = standalone.build(
+                standalone.StandaloneOptions(
+                    paths=tuple(args.manifests), admin_token=_admin_token(args)
+                )
+            )
+        web.run_app(app, host=args.host, port=args.port, access_log=None, print=None)
     except ManifestError as e:
         print(f"sluice: {e}", file=sys.stderr)
         return 1
@@ -202,17 +215,40 @@ def _proxy(args: argparse.Namespace) -> int:
 def _add_proxy(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     proxy = commands.add_parser(
         "proxy",
-        help="the OpenAI-compatible gateway (from manifests on disk: no cluster needed)",
-        description="Serve the OpenAI API in front of the Upstreams declared in manifests, with "
-        "breakers and probes in-process. Files are read again when they change.",
+        help="the OpenAI-compatible gateway (from a cluster, or from manifests on disk)",
+        description="Serve the OpenAI API in front of Upstreams, routing around open circuits. "
+        "--kubernetes follows the cluster's resources and the operator's breakers; --manifests "
+        "reads files (read again when they change) and runs breakers and probes in-process.",
     )
-    proxy.add_argument(
+    import os
+
+    source = proxy.add_mutually_exclusive_group(required=True)
+    source.add_argument(
         "--manifests",
         type=Path,
         action="append",
-        required=True,
         metavar="PATH",
-        help="a YAML file or directory (repeatable)",
+        help="serve the manifests in this YAML file or directory (repeatable)",
+    )
+    source.add_argument(
+        "--kubernetes",
+        action="store_true",
+        help="watch Upstreams, BreakerPolicies and ModelRoutes in the cluster",
+    )
+    proxy.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=None,
+        help="with --kubernetes; default: in-cluster, $KUBECONFIG, ~/.kube/config",
+    )
+    scope = proxy.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--namespace",
+        default=os.environ.get("SLUICE_NAMESPACE", "default"),
+        help="with --kubernetes: watch this namespace (default: $SLUICE_NAMESPACE or 'default')",
+    )
+    scope.add_argument(
+        "--all-namespaces", action="store_true", help="with --kubernetes: watch every namespace"
     )
     proxy.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
     proxy.add_argument("--port", type=int, default=8080, help="default: 8080")
@@ -284,7 +320,6 @@ def _demo(args: argparse.Namespace) -> int:
             await fake.start()
         options = StandaloneOptions(
             paths=(examples,),
-            port=args.port,
             admin_token="demo",  # noqa: S106 - the demo's admin token, printed below
         )
         runner = web.AppRunner(build(options), access_log=None)

@@ -12,14 +12,16 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import functools
 import inspect
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 __all__ = ["Connection", "Kube", "KubeError", "parse_rfc3339", "rfc3339"]
@@ -133,16 +135,76 @@ class Kube:
         self, group: str, version: str, plural: str, namespace: str | None
     ) -> list[dict[str, Any]]:
         """Every object of a custom resource kind, in one namespace or all."""
+        items, _ = await self.list_with_version(group, version, plural, namespace)
+        return items
+
+    def _lister(self, group: str, version: str, plural: str, namespace: str | None) -> Any:
+        if namespace is None:
+            return functools.partial(
+                self._custom.list_cluster_custom_object, group, version, plural
+            )
+        return functools.partial(
+            self._custom.list_namespaced_custom_object, group, version, namespace, plural
+        )
+
+    async def list_with_version(
+        self, group: str, version: str, plural: str, namespace: str | None
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Every object, and the list's resourceVersion to watch from."""
         try:
-            if namespace is None:
-                result = await self._custom.list_cluster_custom_object(group, version, plural)
-            else:
-                result = await self._custom.list_namespaced_custom_object(
-                    group, version, namespace, plural
-                )
+            result = await self._lister(group, version, plural, namespace)()
         except ApiException as e:
             raise _wrap(e) from e
-        return [dict(item) for item in result.get("items", [])]
+        items = [dict(item) for item in result.get("items", [])]
+        return items, str((result.get("metadata") or {}).get("resourceVersion", ""))
+
+    async def watch_objects(
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        namespace: str | None,
+        *,
+        resource_version: str,
+        timeout_seconds: int = 300,
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """(type, object) events from ``resource_version`` until the server ends the stream.
+        An expired version raises KubeError(410): list again."""
+        stream = watch.Watch()
+        try:
+            async with stream.stream(
+                self._lister(group, version, plural, namespace),
+                resource_version=resource_version,
+                timeout_seconds=timeout_seconds,
+                allow_watch_bookmarks=True,
+            ) as events:
+                async for event in events:
+                    kind = str(event.get("type"))
+                    obj = event.get("raw_object") or event.get("object") or {}
+                    if kind == "ERROR":
+                        raise KubeError(int(obj.get("code", 0)), str(obj.get("message", obj)))
+                    yield kind, dict(obj)
+        except ApiException as e:
+            raise _wrap(e) from e
+
+    async def patch_object(
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        *,
+        namespace: str,
+        name: str,
+        patch: dict[str, Any],
+    ) -> dict[str, Any]:
+        """JSON merge patch of the object itself (spec, metadata)."""
+        try:
+            result = await self._custom.patch_namespaced_custom_object(
+                group, version, namespace, plural, name, patch, _content_type=MERGE_PATCH
+            )
+        except ApiException as e:
+            raise _wrap(e) from e
+        return dict(result)
 
     async def patch_status(
         self,
@@ -171,16 +233,20 @@ class Kube:
 
     # -- core --------------------------------------------------------------------------------
 
-    async def secret_value(self, namespace: str, name: str, key: str) -> str:
-        """One key of a Secret, decoded. KubeError(404) if the Secret or the key is missing."""
+    async def secret_data(self, namespace: str, name: str) -> dict[str, str]:
+        """A Secret's data, decoded. KubeError(404) if there is no such Secret."""
         try:
             secret = await self._core.read_namespaced_secret(name, namespace)
         except ApiException as e:
             raise _wrap(e) from e
-        data = secret.data or {}
+        return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+
+    async def secret_value(self, namespace: str, name: str, key: str) -> str:
+        """One key of a Secret, decoded. KubeError(404) if the Secret or the key is missing."""
+        data = await self.secret_data(namespace, name)
         if key not in data:
             raise KubeError(404, f'secret "{name}" has no key "{key}"')
-        return base64.b64decode(data[key]).decode()
+        return data[key]
 
     async def create_event(self, namespace: str, event: dict[str, Any]) -> None:
         try:

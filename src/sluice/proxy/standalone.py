@@ -24,7 +24,7 @@ from sluice.proxy import manifests
 from sluice.proxy.server import Proxy, create_app
 from sluice.proxy.table import Key
 
-__all__ = ["StandaloneOptions", "build", "serve"]
+__all__ = ["StandaloneOptions", "build"]
 
 log = logging.getLogger("sluice.proxy")
 
@@ -32,8 +32,6 @@ log = logging.getLogger("sluice.proxy")
 @dataclass(frozen=True)
 class StandaloneOptions:
     paths: tuple[Path, ...]
-    host: str = "127.0.0.1"
-    port: int = 8080
     admin_token: str | None = None
     reload_interval: float = 2.0
     default_policy: str = "default"
@@ -123,13 +121,3 @@ def build(options: StandaloneOptions) -> web.Application:
     app = create_app(proxy, admin=admin)
     app.cleanup_ctx.append(background)  # after the client session the probes use
     return app
-
-
-def serve(options: StandaloneOptions) -> None:
-    web.run_app(
-        build(options),
-        host=options.host,
-        port=options.port,
-        access_log=None,
-        print=lambda message: log.info("%s", message),
-    )

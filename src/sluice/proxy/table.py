@@ -235,10 +235,12 @@ def build_table(
     resources: Iterable[Upstream | BreakerPolicyResource | ModelRoute],
     secrets: Mapping[Key, Mapping[str, str]],
     *,
+    statuses: Mapping[Key, Mapping[str, Any]] | None = None,
     default_policy: str = "default",
 ) -> Table:
-    """A table from parsed resources and Secrets' data; what cannot be used is reported in
-    ``problems`` (naming the object and the field) and left out or given defaults."""
+    """A table from parsed resources, Secrets' data and Upstreams' raw status (Kubernetes
+    mode: the operator's breaker); what cannot be used is reported in ``problems`` (naming the
+    object and the field) and left out or given defaults."""
     table = Table()
     policies: dict[Key, BreakerPolicy] = {}
     upstreams: list[Upstream] = []
@@ -279,9 +281,7 @@ def build_table(
                 )
             else:
                 api_key = data[ref_.key]
-        cluster_state, open_until = _cluster_state(
-            upstream.status.model_dump(by_alias=True) if upstream.status else None
-        )
+        cluster_state, open_until = _cluster_state((statuses or {}).get(key))
         table.targets[key] = Target(
             key, spec, api_key, policy, policy_name, cluster_state, open_until
         )

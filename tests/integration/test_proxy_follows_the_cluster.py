@@ -1,0 +1,292 @@
+"""`sluice proxy --kubernetes` against the real API server: overrides and the operator's status
+reach the request path within seconds; admin actions patch the resources."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sluice.devcluster import find_binaries
+from sluice.devcluster.cluster import ControlPlane, free_port
+from tests.integration.conftest import Kubectl
+from tests.integration.harness import ThreadedFake, eventually, get_json
+
+ADMIN_TOKEN = "integration-admin-token"
+
+
+def manifests(namespace: str, fakes: dict[str, ThreadedFake]) -> str:
+    documents: list[dict[str, Any]] = [
+        {
+            "apiVersion": "sluice.dev/v1alpha1",
+            "kind": "ModelRoute",
+            "metadata": {"name": "m1", "namespace": namespace},
+            "spec": {"models": ["m1"], "targets": [{"upstream": n} for n in fakes]},
+        }
+    ]
+    for priority, (name, fake) in enumerate(fakes.items()):
+        documents.append(
+            {
+                "apiVersion": "sluice.dev/v1alpha1",
+                "kind": "Upstream",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {
+                    "provider": "openai-compatible",
+                    "baseURL": fake.base_url,
+                    "models": [{"name": "m1"}],
+                    "priority": priority,
+                },
+            }
+        )
+    return "\n---\n".join(json.dumps(d) for d in documents)
+
+
+class ProxyProcess:
+    def __init__(self, kubeconfig: Path, namespace: str, log_path: Path) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self._log = log_path.open("wb")
+        self.log_path = log_path
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sluice",
+                "proxy",
+                "--kubernetes",
+                "--kubeconfig",
+                str(kubeconfig),
+                "--namespace",
+                namespace,
+                "--port",
+                str(self.port),
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "SLUICE_ADMIN_TOKEN": ADMIN_TOKEN, "PYTHONUNBUFFERED": "1"},
+        )
+
+    def served_by(self) -> str:
+        request = urllib.request.Request(  # noqa: S310 - loopback
+            f"{self.base}/v1/chat/completions",
+            data=json.dumps({"model": "m1", "messages": []}).encode(),
+            headers={"content-type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+            return str(response.headers["x-sluice-upstream"])
+
+    def admin(self, path: str) -> dict[str, Any]:
+        request = urllib.request.Request(  # noqa: S310 - loopback
+            f"{self.base}{path}", method="POST", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+            return dict(json.loads(response.read()))
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.base}/health", timeout=2):  # noqa: S310
+                return True
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()
+
+
+@pytest.fixture
+def fakes() -> Iterator[dict[str, ThreadedFake]]:
+    started = {name: ThreadedFake(name) for name in ("primary", "secondary")}
+    for fake in started.values():
+        fake.start()
+    yield started
+    for fake in started.values():
+        fake.close()
+
+
+@pytest.fixture
+def proxy(
+    kubectl: Kubectl,
+    namespace: str,
+    fakes: dict[str, ThreadedFake],
+    control_plane: ControlPlane,
+    sluice_crds: Path,
+    tmp_path: Path,
+) -> Iterator[ProxyProcess]:
+    kubectl("apply", "-f", "-", input=manifests(namespace, fakes))
+    process = ProxyProcess(control_plane.kubeconfig, namespace, tmp_path / "proxy.log")
+    try:
+        eventually(process.ready, timeout=30, what="the proxy serving")
+        yield process
+    finally:
+        process.stop()
+
+
+def within(seconds: float, check: Any, what: str) -> float:
+    """How long ``check`` took to come true; fails past ``seconds``."""
+    started = time.monotonic()
+    eventually(check, timeout=seconds, interval=0.05, what=what)
+    return time.monotonic() - started
+
+
+def test_an_override_patched_with_kubectl_stops_traffic_within_two_seconds(
+    kubectl: Kubectl, namespace: str, proxy: ProxyProcess
+) -> None:
+    assert proxy.served_by() == "primary"
+
+    kubectl(
+        "patch",
+        "upstream",
+        "primary",
+        "-n",
+        namespace,
+        "--type",
+        "merge",
+        "-p",
+        '{"spec":{"breaker":{"override":"Open"}}}',
+    )
+    took = within(2, lambda: proxy.served_by() == "secondary", "traffic moved off primary")
+    for _ in range(10):
+        assert proxy.served_by() == "secondary"
+
+    kubectl(
+        "patch",
+        "upstream",
+        "primary",
+        "-n",
+        namespace,
+        "--type",
+        "merge",
+        "-p",
+        '{"spec":{"breaker":{"override":null}}}',
+    )
+    within(2, lambda: proxy.served_by() == "primary", "traffic back on primary")
+    print(f"\noverride reached the proxy in {took:.2f}s")
+
+
+def test_the_operators_open_breaker_in_status_keeps_traffic_away(
+    kubectl: Kubectl, namespace: str, proxy: ProxyProcess
+) -> None:
+    until = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    status = {
+        "status": {"breaker": {"state": "Open", "openUntil": until, "reason": "ProbeFailures"}}
+    }
+
+    kubectl(
+        "patch",
+        "upstream",
+        "primary",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type",
+        "merge",
+        "-p",
+        json.dumps(status),
+    )
+
+    within(2, lambda: proxy.served_by() == "secondary", "traffic moved off primary")
+    kubectl(
+        "patch",
+        "upstream",
+        "primary",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type",
+        "merge",
+        "-p",
+        '{"status":{"breaker":{"state":"Closed","openUntil":null}}}',
+    )
+    within(2, lambda: proxy.served_by() == "primary", "traffic back on primary")
+
+
+def test_admin_actions_patch_the_upstream_so_every_replica_sees_them(
+    kubectl: Kubectl, namespace: str, proxy: ProxyProcess
+) -> None:
+    proxy.admin(f"/admin/breakers/{namespace}/primary/open")
+
+    upstream = get_json(kubectl, "upstream", "primary", "-n", namespace)
+    assert upstream["spec"]["breaker"]["override"] == "Open"
+    within(2, lambda: proxy.served_by() == "secondary", "traffic moved off primary")
+
+    proxy.admin(f"/admin/breakers/{namespace}/primary/reset")
+    upstream = get_json(kubectl, "upstream", "primary", "-n", namespace)
+    assert "sluice.dev/reset" in upstream["metadata"]["annotations"]
+
+
+def test_it_keeps_serving_the_last_known_state_when_the_api_server_goes_away(
+    fakes: dict[str, ThreadedFake], tools: Any, tmp_path: Path
+) -> None:
+    binaries = find_binaries()
+    assert binaries is not None
+    plane = ControlPlane.start(binaries)  # our own, so we can stop it
+    try:
+        env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig)}
+        crds = Path(__file__).resolve().parents[2] / "crds"
+        for args in (
+            ["apply", "-f", str(crds)],
+            ["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"],
+        ):
+            subprocess.run([str(tools.kubectl), *args], env=env, check=True, capture_output=True)
+        eventually(
+            lambda: (
+                subprocess.run(
+                    [str(tools.kubectl), "get", "sluice"], env=env, capture_output=True, check=False
+                ).returncode
+                == 0
+            ),
+            timeout=30,
+            what="discovery",
+        )
+        subprocess.run(
+            [str(tools.kubectl), "apply", "-f", "-"],
+            env=env,
+            check=True,
+            capture_output=True,
+            input=manifests("default", fakes).encode(),
+        )
+        subprocess.run(
+            [
+                str(tools.kubectl),
+                "patch",
+                "upstream",
+                "primary",
+                "--type",
+                "merge",
+                "-p",
+                '{"spec":{"breaker":{"override":"Open"}}}',
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        proxy = ProxyProcess(plane.kubeconfig, "default", tmp_path / "proxy.log")
+        try:
+            eventually(proxy.ready, timeout=30, what="the proxy serving")
+            eventually(lambda: proxy.served_by() == "secondary", timeout=5, what="override seen")
+
+            plane.stop()
+            time.sleep(2)  # the watches notice and retry
+
+            assert [proxy.served_by() for _ in range(5)] == ["secondary"] * 5
+            assert "serving the last known table" in proxy.log_path.read_text()
+        finally:
+            proxy.stop()
+    finally:
+        plane.stop()
