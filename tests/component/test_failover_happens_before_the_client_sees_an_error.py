@@ -94,9 +94,11 @@ async def test_every_upstream_failing_is_a_502_with_the_attempts(gateway: Gatewa
     body = await response.json()
     assert response.status == 502
     assert body["error"]["type"] == "upstream_error"
+    # maxAttempts 3: a round over both, then a second round after the back-off.
     assert [(a["upstream"], a["outcome"], a["status"]) for a in body["error"]["attempts"]] == [
         ("primary", "failure", 500),
         ("secondary", "failure", 500),
+        ("primary", "failure", 500),
     ]
 
 
@@ -158,3 +160,28 @@ async def test_an_oversized_body_is_refused(gateway: Gateway) -> None:
 
     assert response.status == 413
     assert gateway.hits("primary") == 0
+
+
+async def test_a_single_upstream_is_retried_after_a_backoff(gateway_factory: MakeGateway) -> None:
+    gateway = await gateway_factory(
+        route={
+            "targets": [{"upstream": "primary"}],
+            "retry": {"maxAttempts": 3, "backoff": {"initial": "10ms", "max": "20ms"}},
+        }
+    )
+
+    gateway.fakes["primary"].fail_next = 1  # a transient 503
+
+    response = await gateway.chat()
+
+    assert response.status == 200
+    assert response.headers["x-sluice-attempts"] == "2"
+
+
+async def test_per_try_timeout_caps_each_attempt(gateway_factory: MakeGateway) -> None:
+    gateway = await gateway_factory(route={"retry": {"maxAttempts": 2, "perTryTimeout": "200ms"}})
+
+    response = await gateway.chat(headers={"x-fake-delay-primary": "3"})
+
+    assert response.status == 200
+    assert response.headers["x-sluice-upstream"] == "secondary"

@@ -77,3 +77,20 @@ async def test_admin_can_force_a_breaker_and_list_them(gateway: Gateway) -> None
     bad = await gateway.client.post("/admin/breakers/default/primary/explode", headers=auth)
     assert unknown.status == 404
     assert bad.status == 400
+
+
+async def test_a_sticky_session_keeps_a_client_on_one_upstream(
+    gateway_factory: MakeGateway,
+) -> None:
+    gateway = await gateway_factory(
+        route={"strategy": "RoundRobin", "stickySession": {"header": "x-session", "ttl": "1m"}}
+    )
+
+    pinned = {
+        (await gateway.chat(headers={"x-session": "s1"})).headers["x-sluice-upstream"]
+        for _ in range(4)
+    }
+    rotating = [(await gateway.chat()).headers["x-sluice-upstream"] for _ in range(4)]
+
+    assert len(pinned) == 1
+    assert set(rotating) == {"primary", "secondary"}

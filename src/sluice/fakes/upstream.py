@@ -51,6 +51,7 @@ class FakeUpstream:
     port: int = 0
     default_status: int | None = None  # every unsteered request gets this status
     flaky: float = 0.0  # this fraction of unsteered requests fail with 503 (for demos)
+    fail_next: int = 0  # the next this-many unsteered requests fail with 503
     seen: list[SeenRequest] = field(default_factory=list)
     _runner: web.AppRunner | None = field(default=None, repr=False)
 
@@ -108,6 +109,9 @@ class FakeUpstream:
             raise web.HTTPBadRequest  # never sent: the connection is gone
         status = self._steer(request, "x-fake-status")
         code = int(status) if status else self.default_status
+        if code is None and self.fail_next > 0:
+            self.fail_next -= 1
+            code = 503
         if code is None and self.flaky and random.random() < self.flaky:  # noqa: S311
             code = 503
         if code is None or code < 400:

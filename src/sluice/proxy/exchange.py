@@ -1,7 +1,9 @@
 """One client request's journey through the candidates: admit, attempt, fail over, stream.
 
-1. The route's candidates are tried in order within the retry budget. A candidate whose
-   breakers give no permit is skipped, never contacted.
+1. The route's candidates are tried in order within the retry budget (``retry.maxAttempts``
+   attempts in all). Each is tried once a round; when a round has failed and budget is left,
+   another round starts after a back-off (``retry.backoff``). A candidate whose breakers give
+   no permit is skipped, never contacted.
 2. A failure or a 429 moves on to the next candidate while nothing has been sent to the client;
    another 4xx is the client's own and goes back as is.
 3. A stream is committed at its first byte: the client gets 200 and the chunks as they come. A
@@ -111,6 +113,8 @@ class Exchange:
     stream: bool
     record: dict[str, Any]
     attempts: list[Attempt] = field(default_factory=list)
+    _skipped: int = 0  # candidates without a permit in the last round
+    _last: _Reply | None = None  # the last non-final answer (a 429, a 5xx)
 
     async def run(self) -> tuple[web.StreamResponse, str]:
         """The response and the route label."""
@@ -123,26 +127,19 @@ class Exchange:
             ), route
         budget = entry.spec.retry.max_attempts if entry else min(3, len(resolved.candidates))
         candidates = self._sticky_first(entry, resolved.candidates)
-        skipped, last = 0, None
         try:
-            for candidate in candidates:
-                if len(self.attempts) >= budget:
-                    break
-                permit = proxy.breakers.admit(candidate.target, proxy.clock())
-                if permit is None:
-                    skipped += 1
-                    continue
-                if self.attempts:
-                    proxy.metrics.failovers.labels(route).inc()
-                reply = await self._attempt(candidate, permit)
-                if reply is not None and reply.final:
-                    self._remember_sticky(entry, candidate)
-                    return self._respond(reply, candidate), route
-                last = reply or last
+            for round_ in range(budget):  # a round tries each candidate once
+                if round_:
+                    if not self.attempts or len(self.attempts) >= budget:
+                        break
+                    await asyncio.sleep(self._backoff(entry, round_))
+                answered = await self._round(candidates, budget, route, entry)
+                if answered is not None:
+                    return answered, route
             if not self.attempts:
                 if entry is None or entry.spec.when_all_open != "TryAnyway":
                     return self._circuit_open(route, candidates), route
-                reply = await self._attempt(candidates[0], ADMITTED)
+                reply = await self._attempt(candidates[0], ADMITTED, entry)
                 if reply is not None and reply.final:
                     return self._respond(reply, candidates[0]), route
         except _Committed as committed:
@@ -150,9 +147,41 @@ class Exchange:
         finally:
             self.record["attempts"] = [a.as_dict() for a in self.attempts]
         rate_limited = str(OutcomeKind.RATE_LIMITED)
-        if last is not None and all(a.outcome == rate_limited for a in self.attempts):
-            return self._respond(last, None), route
-        return self._exhausted(model, skipped), route
+        if self._last is not None and all(a.outcome == rate_limited for a in self.attempts):
+            return self._respond(self._last, None), route
+        return self._exhausted(model, self._skipped), route
+
+    async def _round(
+        self, candidates: list[Candidate], budget: int, route: str, entry: RouteEntry | None
+    ) -> web.Response | None:
+        """Try each admitted candidate once; the response if one answered for good."""
+        proxy = self.proxy
+        self._skipped = 0
+        for candidate in candidates:
+            if len(self.attempts) >= budget:
+                break
+            permit = proxy.breakers.admit(candidate.target, proxy.clock())
+            if permit is None:
+                self._skipped += 1
+                continue
+            if self.attempts:
+                proxy.metrics.failovers.labels(route).inc()
+            reply = await self._attempt(candidate, permit, entry)
+            if reply is not None and reply.final:
+                self._remember_sticky(entry, candidate)
+                return self._respond(reply, candidate)
+            self._last = reply or self._last
+        return None
+
+    @staticmethod
+    def _backoff(entry: RouteEntry | None, round_: int) -> float:
+        """The pause before another round: initial x 2^(round-1), capped at max."""
+        if entry is None:
+            initial, ceiling = 0.1, 2.0
+        else:
+            backoff = entry.spec.retry.backoff
+            initial, ceiling = parse_duration(backoff.initial), parse_duration(backoff.max)
+        return float(min(initial * 2 ** (round_ - 1), ceiling))
 
     # -- answers -------------------------------------------------------------------------------
 
@@ -218,13 +247,16 @@ class Exchange:
 
     # -- one attempt ---------------------------------------------------------------------------
 
-    async def _attempt(self, candidate: Candidate, permit: Permit) -> _Reply | None:
+    async def _attempt(
+        self, candidate: Candidate, permit: Permit, entry: RouteEntry | None
+    ) -> _Reply | None:
         """A complete answer (final or not), None after a failure with nothing to show, or
         _Committed once a stream has been answered."""
         proxy, target = self.proxy, candidate.target
         namespace, name = target.key
         timeouts = target.spec.timeouts
-        attempt = _Recorder(self, candidate, permit)
+        per_try = entry.spec.retry.per_try_timeout if entry is not None else None
+        attempt = _Recorder(self, candidate, permit, per_try)
         proxy.in_flight[target.key] = proxy.in_flight.get(target.key, 0) + 1
         proxy.metrics.in_flight.labels(namespace, name).inc()
         try:
@@ -237,7 +269,7 @@ class Exchange:
                         data=json.dumps({**self.body, "model": candidate.model}).encode(),
                         headers=self._headers(candidate),
                         timeout=aiohttp.ClientTimeout(
-                            total=parse_duration(timeouts.total),
+                            total=attempt.total,
                             connect=connect,
                             sock_connect=connect,
                         ),
@@ -385,7 +417,9 @@ class Exchange:
 class _Recorder:
     """Times one attempt and records its outcome (breaker, metrics, the log record) once."""
 
-    def __init__(self, exchange: Exchange, candidate: Candidate, permit: Permit) -> None:
+    def __init__(
+        self, exchange: Exchange, candidate: Candidate, permit: Permit, per_try: str | None
+    ) -> None:
         self.exchange = exchange
         self.candidate = candidate
         self.permit = permit
@@ -395,10 +429,13 @@ class _Recorder:
         exchange.attempts.append(self.attempt)
         timeouts = candidate.target.spec.timeouts
         self._first_token = parse_duration(timeouts.first_token)
-        self._total = parse_duration(timeouts.total)
+        # The route's perTryTimeout caps the upstream's own total timeout.
+        self.total = parse_duration(timeouts.total)
+        if per_try is not None:
+            self.total = min(self.total, parse_duration(per_try))
 
     def time_left(self) -> float:
-        return max(0.001, self._total - (time.perf_counter() - self.started))
+        return max(0.001, self.total - (time.perf_counter() - self.started))
 
     def first_token_left(self) -> float:
         return max(0.001, self._first_token - (time.perf_counter() - self.started))
