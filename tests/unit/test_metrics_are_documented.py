@@ -1,4 +1,4 @@
-"""docs/metrics.md lists exactly the metrics the operator exports, with their labels."""
+"""docs/metrics.md lists exactly the metrics the operator and the proxy export, with labels."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from prometheus_client import Counter
 from prometheus_client.metrics import MetricWrapperBase
 
 from sluice.operator.metrics import OperatorMetrics
+from sluice.proxy.metrics import ProxyMetrics
 
-DOC = Path(__file__).resolve().parents[3] / "docs" / "metrics.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 
 
 def documented(section: str) -> dict[str, set[str]]:
@@ -19,7 +20,7 @@ def documented(section: str) -> dict[str, set[str]]:
     return {name: set(re.findall(r"`(\w+)`", labels)) for name, labels in rows}
 
 
-def exported(metrics: OperatorMetrics) -> dict[str, set[str]]:
+def exported(metrics: object) -> dict[str, set[str]]:
     """Name (as scraped) -> label names, from the metric objects (prometheus_client keeps the
     label names in a private attribute; there is no public getter)."""
     found: dict[str, set[str]] = {}
@@ -32,3 +33,7 @@ def exported(metrics: OperatorMetrics) -> dict[str, set[str]]:
 
 def test_every_operator_metric_is_documented_with_its_labels_and_nothing_else() -> None:
     assert exported(OperatorMetrics()) == documented("Operator")
+
+
+def test_every_proxy_metric_is_documented_with_its_labels_and_nothing_else() -> None:
+    assert exported(ProxyMetrics()) == documented("Proxy")
