@@ -68,6 +68,10 @@ def test_a_thousand_healthy_upstreams_cause_almost_no_status_writes(
 ) -> None:
     kubectl("create", "-f", "-", input=upstreams(namespace, fake.base_url))
     operator = OperatorProcess(control_plane.kubeconfig, namespace, tmp_path / "operator.log")
+
+    def writes() -> float:
+        return operator.metric("sluice_operator_status_writes_total", namespace=namespace)
+
     try:
         eventually(
             lambda: operator.metric("sluice_operator_upstreams") == COUNT,
@@ -84,25 +88,30 @@ def test_a_thousand_healthy_upstreams_cause_almost_no_status_writes(
             what="first health figures for every upstream",
         )
         time.sleep(5)  # let the last start-up writes land
-        writes_before = operator.metric("sluice_operator_status_writes_total", namespace=namespace)
+        # Each snapshot of the objects is bracketed by reads of the write counter, so the
+        # counter and the API server can be compared exactly.
+        w0 = writes()
         probes_before = operator.metric("sluice_probes_total")
         versions_before = status_resource_versions(kubectl, namespace)
+        w1 = writes()
 
         time.sleep(MEASURE_SECONDS)
 
-        writes = operator.metric("sluice_operator_status_writes_total", namespace=namespace) - (
-            writes_before
-        )
+        w2 = writes()
         probes = operator.metric("sluice_probes_total") - probes_before
+        failed = operator.metric("sluice_probes_total", result="failure")
         versions_after = status_resource_versions(kubectl, namespace)
+        w3 = writes()
         changed = sum(versions_after[n] != v for n, v in versions_before.items())
     finally:
         operator.stop()
 
-    print(
-        f"\n{COUNT} healthy upstreams, 10 s probes, {MEASURE_SECONDS:.0f} s: "
-        f"{writes:.0f} status writes, {changed} objects changed, {probes:.0f} probes"
+    print(  # the measured figure, for the notes
+        f"\n{COUNT} healthy upstreams, 10 s probes, {MEASURE_SECONDS:.0f} s: {changed} objects "
+        f"written (counter: {w2 - w1:.0f} to {w3 - w0:.0f}), {probes:.0f} probes, {failed:.0f} failed"
     )
     assert probes > COUNT * 4, "the probes must actually have run during the minute"
-    assert writes == changed, "the metric counts every write the API server saw"
-    assert writes < COUNT * 0.05, f"{writes} status writes per minute is a write storm"
+    assert w2 - w1 <= changed <= w3 - w0, "the counter and the API server disagree"
+    # Healthy upstreams change no state: only health refreshes, within the shared budget of
+    # one a second plus its burst of 10.
+    assert changed <= 70, f"{changed} status writes in a minute is a write storm"

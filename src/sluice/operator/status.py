@@ -4,8 +4,9 @@ A write happens when something a user would see changes: the breaker's state, re
 flag, failure count or open period, the conditions, the policy, the observed generation. Health
 figures (availability, latency) change on every probe, so they are written with those changes,
 or on their own when availability moves by a point or p95 by half (and by 25 ms), at most once
-a minute. At 1,000 healthy upstreams that is close to no writes at all after the first, and an
-operator restart that finds status as it would write it writes nothing.
+a minute per upstream and within a budget shared by all of them (``WriteBudget``: one a second
+by default). At 1,000 healthy upstreams that is a handful of writes a minute after the first,
+and an operator restart that finds status as it would write it writes nothing.
 """
 
 from __future__ import annotations

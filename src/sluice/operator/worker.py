@@ -38,7 +38,7 @@ from sluice.operator.status import (
 from sluice.probe import probe
 from sluice.resources.models import API_VERSION, GROUP, VERSION, BreakerPolicySpec, UpstreamSpec
 
-__all__ = ["RESET_ANNOTATION", "Context", "PolicyBook", "UpstreamWorker"]
+__all__ = ["RESET_ANNOTATION", "Context", "PolicyBook", "UpstreamWorker", "WriteBudget"]
 
 log = logging.getLogger("sluice.operator")
 
@@ -80,6 +80,27 @@ class PolicyBook:
 
 
 @dataclass
+class WriteBudget:
+    """A token bucket shared by every worker for health-only status writes, so noisy latency
+    figures can never add up to a write storm, however many Upstreams there are. Writes for
+    state changes do not take from it."""
+
+    per_second: float = 1.0
+    burst: float = 10.0
+    _tokens: float = 10.0
+    _last: float | None = None
+
+    def take(self, now: float) -> bool:
+        if self._last is not None:
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.per_second)
+        self._last = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+
+@dataclass
 class Context:
     """What every worker shares."""
 
@@ -92,6 +113,7 @@ class Context:
     clock: Callable[[], float] = time.time
     secret_ttl: float = 60.0
     stagger: Callable[[], float] = field(default=random.random)
+    health_writes: WriteBudget = field(default_factory=WriteBudget)
 
 
 class UpstreamWorker:
@@ -371,7 +393,9 @@ class UpstreamWorker:
         health_due = health_moved(self._last_health, status["health"]) and (
             first_figures or now - self._last_health_write >= HEALTH_REFRESH_SECONDS
         )
-        if key == self._last_visible and not health_due:
+        if key == self._last_visible and not (
+            health_due and (first_figures or self.ctx.health_writes.take(now))
+        ):
             return True
         try:
             await self.ctx.kube.patch_status(

@@ -13,6 +13,7 @@ from sluice.operator.status import (
     snapshot_from_status,
     visible,
 )
+from sluice.operator.worker import WriteBudget
 
 FAIL = Outcome(OutcomeKind.FAILURE, "HTTP 503", status=503)
 READY = Readiness(True, "Ready", "policy fast; probing every 10s")
@@ -128,3 +129,10 @@ def test_probe_history_gives_availability_and_percentiles() -> None:
     assert history.availability() == 75.0  # the oldest fell out of the window of 4
     assert history.latency_percentile(0.5) == 30.0  # healthy probes only
     assert history.latency_percentile(0.99) == 40.0
+
+
+def test_the_health_write_budget_caps_the_rate_whatever_the_noise() -> None:
+    budget = WriteBudget(per_second=1.0, burst=10.0)
+    granted = sum(budget.take(NOW + i * 0.01) for i in range(6000))  # 6000 asks in 60 s
+
+    assert granted == 10 + 59  # the burst, then one a second
