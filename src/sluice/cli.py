@@ -104,6 +104,25 @@ def _operator(args: argparse.Namespace) -> int:
     return asyncio.run(run(options))
 
 
+def _add_cluster_scope(parser: argparse.ArgumentParser, *, when: str) -> None:
+    """--kubeconfig, and --namespace or --all-namespaces: where in which cluster to look."""
+    import os
+
+    parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=None,
+        help=f"{when}default: in-cluster ServiceAccount, else $KUBECONFIG or ~/.kube/config",
+    )
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--namespace",
+        default=os.environ.get("SLUICE_NAMESPACE", "default"),
+        help=f"{when}watch this namespace (default: $SLUICE_NAMESPACE or 'default')",
+    )
+    scope.add_argument("--all-namespaces", action="store_true", help=f"{when}watch every namespace")
+
+
 def _add_operator(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     import os
 
@@ -113,19 +132,7 @@ def _add_operator(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         description="The Sluice operator. Only the replica holding the leader Lease works; "
         "others wait to take over.",
     )
-    operator.add_argument(
-        "--kubeconfig",
-        type=Path,
-        default=None,
-        help="default: in-cluster ServiceAccount, else $KUBECONFIG or ~/.kube/config",
-    )
-    scope = operator.add_mutually_exclusive_group()
-    scope.add_argument(
-        "--namespace",
-        default=os.environ.get("SLUICE_NAMESPACE", "default"),
-        help="watch this namespace (default: $SLUICE_NAMESPACE or 'default')",
-    )
-    scope.add_argument("--all-namespaces", action="store_true", help="watch every namespace")
+    _add_cluster_scope(operator, when="")
     operator.add_argument(
         "--metrics-address",
         default="0.0.0.0",  # noqa: S104
@@ -220,7 +227,6 @@ def _add_proxy(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--kubernetes follows the cluster's resources and the operator's breakers; --manifests "
         "reads files (read again when they change) and runs breakers and probes in-process.",
     )
-    import os
 
     source = proxy.add_mutually_exclusive_group(required=True)
     source.add_argument(
@@ -235,21 +241,7 @@ def _add_proxy(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="watch Upstreams, BreakerPolicies and ModelRoutes in the cluster",
     )
-    proxy.add_argument(
-        "--kubeconfig",
-        type=Path,
-        default=None,
-        help="with --kubernetes; default: in-cluster, $KUBECONFIG, ~/.kube/config",
-    )
-    scope = proxy.add_mutually_exclusive_group()
-    scope.add_argument(
-        "--namespace",
-        default=os.environ.get("SLUICE_NAMESPACE", "default"),
-        help="with --kubernetes: watch this namespace (default: $SLUICE_NAMESPACE or 'default')",
-    )
-    scope.add_argument(
-        "--all-namespaces", action="store_true", help="with --kubernetes: watch every namespace"
-    )
+    _add_cluster_scope(proxy, when="with --kubernetes: ")
     proxy.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
     proxy.add_argument("--port", type=int, default=8080, help="default: 8080")
     proxy.add_argument(

@@ -54,21 +54,45 @@ class ThreadedFake:
         self._loop.close()
 
 
-class OperatorProcess:
+class SluiceProcess:
+    """A ``sluice`` subcommand as a real process, logging to a file, stopped by signal."""
+
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "sluice", *args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+
+class OperatorProcess(SluiceProcess):
     """``sluice operator`` for one namespace, with its own Lease and metrics port."""
 
     def __init__(
         self, kubeconfig: Path, namespace: str, log_path: Path, *extra: str, identity: str = "op"
     ) -> None:
         self.metrics_port = free_port()
-        self.log_path = log_path
         self.identity = identity
-        self._log = log_path.open("wb")
-        self.process = subprocess.Popen(
+        super().__init__(
             [
-                sys.executable,
-                "-m",
-                "sluice",
                 "operator",
                 "--kubeconfig",
                 str(kubeconfig),
@@ -90,9 +114,7 @@ class OperatorProcess:
                 "500ms",
                 *extra,
             ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            log_path,
         )
 
     def metrics(self) -> str:
@@ -121,21 +143,6 @@ class OperatorProcess:
             if all(f'{k}="{v}"' in line for k, v in labels.items()):
                 total += float(line.rsplit(" ", 1)[1])
         return total
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-        return self.process.returncode
 
 
 def eventually(check: Callable[[], T], *, timeout: float, interval: float = 0.2, what: str) -> T:

@@ -7,7 +7,6 @@ import datetime as dt
 import json
 import os
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -20,7 +19,7 @@ import pytest
 from sluice.devcluster import find_binaries
 from sluice.devcluster.cluster import ControlPlane, free_port
 from tests.integration.conftest import Kubectl
-from tests.integration.harness import ThreadedFake, eventually, get_json
+from tests.integration.harness import SluiceProcess, ThreadedFake, eventually, get_json
 
 ADMIN_TOKEN = "integration-admin-token"
 
@@ -51,17 +50,12 @@ def manifests(namespace: str, fakes: dict[str, ThreadedFake]) -> str:
     return "\n---\n".join(json.dumps(d) for d in documents)
 
 
-class ProxyProcess:
+class ProxyProcess(SluiceProcess):
     def __init__(self, kubeconfig: Path, namespace: str, log_path: Path) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self._log = log_path.open("wb")
-        self.log_path = log_path
-        self.process = subprocess.Popen(
+        super().__init__(
             [
-                sys.executable,
-                "-m",
-                "sluice",
                 "proxy",
                 "--kubernetes",
                 "--kubeconfig",
@@ -71,9 +65,8 @@ class ProxyProcess:
                 "--port",
                 str(self.port),
             ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "SLUICE_ADMIN_TOKEN": ADMIN_TOKEN, "PYTHONUNBUFFERED": "1"},
+            log_path,
+            env={"SLUICE_ADMIN_TOKEN": ADMIN_TOKEN},
         )
 
     def served_by(self) -> str:
@@ -98,15 +91,6 @@ class ProxyProcess:
                 return True
         except (urllib.error.URLError, OSError):
             return False
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self._log.close()
 
 
 @pytest.fixture
@@ -285,7 +269,7 @@ def test_it_keeps_serving_the_last_known_state_when_the_api_server_goes_away(
             time.sleep(2)  # the watches notice and retry
 
             assert [proxy.served_by() for _ in range(5)] == ["secondary"] * 5
-            assert "serving the last known table" in proxy.log_path.read_text()
+            assert "serving the last known table" in proxy.log()
         finally:
             proxy.stop()
     finally:

@@ -8,6 +8,7 @@ from pathlib import Path
 from prometheus_client import Counter
 from prometheus_client.metrics import MetricWrapperBase
 
+from sluice.breaker_metrics import BreakerMetrics
 from sluice.operator.metrics import OperatorMetrics
 from sluice.proxy.metrics import ProxyMetrics
 
@@ -24,7 +25,9 @@ def exported(metrics: object) -> dict[str, set[str]]:
     """Name (as scraped) -> label names, from the metric objects (prometheus_client keeps the
     label names in a private attribute; there is no public getter)."""
     found: dict[str, set[str]] = {}
-    for value in vars(metrics).values():
+    values = list(vars(metrics).values())
+    values += [v for n in values if isinstance(n, BreakerMetrics) for v in vars(n).values()]
+    for value in values:
         if isinstance(value, MetricWrapperBase):
             suffix = "_total" if isinstance(value, Counter) else ""
             found[value._name + suffix] = set(value._labelnames)

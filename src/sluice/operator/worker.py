@@ -238,7 +238,7 @@ class UpstreamWorker:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self.ctx.metrics.forget(self.namespace, self.name)
+        self.ctx.metrics.breakers.forget(self.namespace, self.name)
 
     async def _run(self) -> None:
         while True:
@@ -266,7 +266,7 @@ class UpstreamWorker:
             interval = parse_duration(spec.probe.interval, field="probe.interval")
             self._next_probe = self.ctx.clock() + interval
         self.breaker.poll(self.ctx.clock())
-        self.ctx.metrics.set_state(self.namespace, self.name, self.breaker.state)
+        self.ctx.metrics.breakers.set_state(self.namespace, self.name, self.breaker.state)
         await self._post_events()
         return not await self._write_status()
 
@@ -314,7 +314,7 @@ class UpstreamWorker:
 
     def _on_transition(self, transition: Transition) -> None:
         self._transitions.append(transition)
-        self.ctx.metrics.transition(self.namespace, self.name, transition)
+        self.ctx.metrics.breakers.transition(self.namespace, self.name, transition)
 
     async def _post_events(self) -> None:
         pending, self._transitions = self._transitions, []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from sluice.core import State, Transition
+from sluice.breaker_metrics import BreakerMetrics
 
 __all__ = ["ProxyMetrics"]
 
@@ -69,31 +69,4 @@ class ProxyMetrics:
             ["namespace", "upstream"],
             registry=self.registry,
         )
-        self.state = Gauge(
-            "sluice_breaker_state",
-            "Circuit state, one-hot: 1 for the current state of each upstream.",
-            ["component", "namespace", "upstream", "state"],
-            registry=self.registry,
-        )
-        self.transitions = Counter(
-            "sluice_breaker_transitions_total",
-            "Circuit state transitions.",
-            ["component", "namespace", "upstream", "from", "to", "reason"],
-            registry=self.registry,
-        )
-
-    def set_state(self, namespace: str, upstream: str, state: State) -> None:
-        for name in State:
-            self.state.labels("proxy", namespace, upstream, str(name)).set(
-                1.0 if name is state else 0.0
-            )
-
-    def transition(self, namespace: str, upstream: str, transition: Transition) -> None:
-        self.transitions.labels(
-            "proxy",
-            namespace,
-            upstream,
-            str(transition.from_state),
-            str(transition.to_state),
-            str(transition.reason),
-        ).inc()
+        self.breakers = BreakerMetrics(self.registry, "proxy")

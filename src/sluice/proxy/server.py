@@ -68,11 +68,11 @@ class Proxy:
         for problem in table.problems:
             log.warning("%s", problem)
         for key, breaker in self.breakers.items():
-            self.metrics.set_state(key[0], key[1], breaker.state)
+            self.metrics.breakers.set_state(key[0], key[1], breaker.state)
 
     def _transition(self, key: Key, transition: Transition) -> None:
-        self.metrics.transition(key[0], key[1], transition)
-        self.metrics.set_state(key[0], key[1], self.breakers.get(key).state)
+        self.metrics.breakers.transition(key[0], key[1], transition)
+        self.metrics.breakers.set_state(key[0], key[1], self.breakers.get(key).state)
         log.info(
             "breaker %s/%s: %s -> %s (%s): %s",
             key[0],
@@ -165,7 +165,7 @@ async def handle_health(request: web.Request) -> web.Response:
                 "forced": target.override is not None,
             }
         )
-        proxy.metrics.set_state(key[0], key[1], state)
+        proxy.metrics.breakers.set_state(key[0], key[1], state)
     open_count = sum(u["state"] == "open" for u in upstreams)
     if open_count == 0:
         status = "ok"
