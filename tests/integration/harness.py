@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ from sluice.devcluster.cluster import free_port
 from sluice.fakes import FakeUpstream, SeenRequest
 
 T = TypeVar("T")
+ADMIN_TOKEN = "integration-admin-token"
 
 
 class ThreadedFake:
@@ -143,6 +145,51 @@ class OperatorProcess(SluiceProcess):
             if all(f'{k}="{v}"' in line for k, v in labels.items()):
                 total += float(line.rsplit(" ", 1)[1])
         return total
+
+
+class ProxyProcess(SluiceProcess):
+    """``sluice proxy --kubernetes`` for one namespace, on a free port, with an admin token."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, log_path: Path) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        super().__init__(
+            [
+                "proxy",
+                "--kubernetes",
+                "--kubeconfig",
+                str(kubeconfig),
+                "--namespace",
+                namespace,
+                "--port",
+                str(self.port),
+            ],
+            log_path,
+            env={"SLUICE_ADMIN_TOKEN": ADMIN_TOKEN},
+        )
+
+    def served_by(self) -> str:
+        request = urllib.request.Request(  # noqa: S310 - loopback
+            f"{self.base}/v1/chat/completions",
+            data=json.dumps({"model": "m1", "messages": []}).encode(),
+            headers={"content-type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+            return str(response.headers["x-sluice-upstream"])
+
+    def admin(self, path: str) -> dict[str, Any]:
+        request = urllib.request.Request(  # noqa: S310 - loopback
+            f"{self.base}{path}", method="POST", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+            return dict(json.loads(response.read()))
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.base}/healthz", timeout=2):  # noqa: S310
+                return True
+        except (urllib.error.URLError, OSError):
+            return False
 
 
 def eventually(check: Callable[[], T], *, timeout: float, interval: float = 0.2, what: str) -> T:

@@ -8,8 +8,6 @@ import json
 import os
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,11 +15,9 @@ from typing import Any
 import pytest
 
 from sluice.devcluster import find_binaries
-from sluice.devcluster.cluster import ControlPlane, free_port
+from sluice.devcluster.cluster import ControlPlane
 from tests.integration.conftest import Kubectl
-from tests.integration.harness import SluiceProcess, ThreadedFake, eventually, get_json
-
-ADMIN_TOKEN = "integration-admin-token"
+from tests.integration.harness import ProxyProcess, ThreadedFake, eventually, get_json
 
 
 def manifests(namespace: str, fakes: dict[str, ThreadedFake]) -> str:
@@ -48,49 +44,6 @@ def manifests(namespace: str, fakes: dict[str, ThreadedFake]) -> str:
             }
         )
     return "\n---\n".join(json.dumps(d) for d in documents)
-
-
-class ProxyProcess(SluiceProcess):
-    def __init__(self, kubeconfig: Path, namespace: str, log_path: Path) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        super().__init__(
-            [
-                "proxy",
-                "--kubernetes",
-                "--kubeconfig",
-                str(kubeconfig),
-                "--namespace",
-                namespace,
-                "--port",
-                str(self.port),
-            ],
-            log_path,
-            env={"SLUICE_ADMIN_TOKEN": ADMIN_TOKEN},
-        )
-
-    def served_by(self) -> str:
-        request = urllib.request.Request(  # noqa: S310 - loopback
-            f"{self.base}/v1/chat/completions",
-            data=json.dumps({"model": "m1", "messages": []}).encode(),
-            headers={"content-type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
-            return str(response.headers["x-sluice-upstream"])
-
-    def admin(self, path: str) -> dict[str, Any]:
-        request = urllib.request.Request(  # noqa: S310 - loopback
-            f"{self.base}{path}", method="POST", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
-        )
-        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
-            return dict(json.loads(response.read()))
-
-    def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.base}/health", timeout=2):  # noqa: S310
-                return True
-        except (urllib.error.URLError, OSError):
-            return False
 
 
 @pytest.fixture

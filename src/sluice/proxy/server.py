@@ -178,6 +178,11 @@ async def handle_health(request: web.Request) -> web.Response:
     )
 
 
+async def handle_alive(_: web.Request) -> web.Response:
+    """Liveness and readiness: the process serves. (/health is about the upstreams.)"""
+    return web.Response(text="ok")
+
+
 async def handle_metrics(request: web.Request) -> web.Response:
     proxy = request.app[PROXY]
     return web.Response(
@@ -283,6 +288,7 @@ def create_app(proxy: Proxy, *, admin: AdminActions | None = None) -> web.Applic
         app.router.add_post(path, handle_api)
     app.router.add_get("/v1/models", handle_models)
     app.router.add_get("/health", handle_health)
+    app.router.add_get("/healthz", handle_alive)
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/admin/breakers", _admin_guard(handle_admin_list))
     app.router.add_post(
