@@ -11,6 +11,17 @@ ensure_venv test
 step "control plane: etcd and kube-apiserver (built once from the Go module proxy), helm, kubectl"
 "$VENV/bin/sluice" controlplane build
 
+step "prometheus and promtool (Debian's package) for the observability tests"
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    else
+        die "prometheus and promtool are missing and cannot be installed here: apt-get install prometheus (as root)"
+    fi
+fi
+prometheus --version 2>&1 | head -1
+
 step "ruff"
 "$VENV/bin/ruff" check src tests bench
 "$VENV/bin/ruff" format --check src tests bench

@@ -69,6 +69,12 @@ class Proxy:
             log.warning("%s", problem)
         for key, breaker in self.breakers.items():
             self.metrics.breakers.set_state(key[0], key[1], breaker.state)
+        # Per-route counters start at zero, so the first rejection is a visible increase
+        # (a series born at 1 has no rate until it moves again).
+        for entry in table.routes:
+            route = f"{entry.key[0]}/{entry.key[1]}"
+            self.metrics.rejections.labels(route)
+            self.metrics.failovers.labels(route)
 
     def _transition(self, key: Key, transition: Transition) -> None:
         self.metrics.breakers.transition(key[0], key[1], transition)
