@@ -100,6 +100,8 @@ class Table:
     targets: dict[Key, Target] = field(default_factory=dict)
     routes: list[RouteEntry] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # Upstreams' labels, for routes' upstreamSelector.
+    labels: dict[Key, Mapping[str, str]] = field(default_factory=dict)
 
     def models(self) -> list[str]:
         """Client-facing model names: every model an upstream lists, and exact route names."""
@@ -174,7 +176,7 @@ class Table:
                 matched = [
                     t
                     for k, t in sorted(self.targets.items())
-                    if k[0] == namespace and _labels_match(self._labels.get(k, {}), labels)
+                    if k[0] == namespace and _labels_match(self.labels.get(k, {}), labels)
                 ]
             for target in matched:
                 upstream_model = target_spec.model or target.serves(requested) or requested
@@ -191,7 +193,6 @@ class Table:
                 )
         return found
 
-    _labels: dict[Key, Mapping[str, str]] = field(default_factory=dict)
 
 
 def _labels_match(labels: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
@@ -285,7 +286,7 @@ def build_table(
         table.targets[key] = Target(
             key, spec, api_key, policy, policy_name, cluster_state, open_until
         )
-        table._labels[key] = dict(upstream.metadata.labels)
+        table.labels[key] = dict(upstream.metadata.labels)
     table.routes.sort(key=lambda r: r.key)
     return table
 
