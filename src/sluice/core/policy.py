@@ -10,6 +10,7 @@ Defaults are those of docs/configuration.md (and DESIGN.md "Breaker semantics").
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
+@functools.lru_cache(maxsize=4096)  # the proxy reads timeouts per attempt: parse each once
 def parse_duration(text: str, *, field: str = "duration") -> float:
     """Seconds in a duration string: ``500ms``, ``2s``, ``1.5m``, ``1h30m`` (Go's spelling).
 
