@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 
 import openai
 import pytest
 
-from tests.component.conftest import API_KEYS, Gateway, MakeGateway
+from sluice.fakes import FakeUpstream
+from tests.component.conftest import API_KEYS, Gateway, MakeGateway, manifests
 
 
 async def test_a_5xx_fails_over_and_the_sdk_never_sees_it(gateway: Gateway) -> None:
@@ -185,3 +187,41 @@ async def test_per_try_timeout_caps_each_attempt(gateway_factory: MakeGateway) -
 
     assert response.status == 200
     assert response.headers["x-sluice-upstream"] == "secondary"
+
+
+async def test_an_upstream_at_max_concurrent_is_skipped_not_overloaded(
+    gateway_factory: MakeGateway, fakes: dict[str, FakeUpstream]
+) -> None:
+    documents = manifests(fakes)
+    for document in documents:
+        if document["metadata"] == {"name": "primary"}:
+            document["spec"]["limits"] = {"maxConcurrent": 1}
+    gateway = await gateway_factory(documents=documents)
+
+    slow = asyncio.create_task(gateway.chat(headers={"x-fake-delay-primary": "0.5"}))
+    await asyncio.sleep(0.1)
+    meanwhile = await gateway.chat()
+    first = await slow
+
+    assert first.headers["x-sluice-upstream"] == "primary"
+    assert meanwhile.headers["x-sluice-upstream"] == "secondary"
+    assert meanwhile.headers["x-sluice-attempts"] == "1"
+
+
+async def test_all_upstreams_at_capacity_is_a_distinct_503(
+    gateway_factory: MakeGateway, fakes: dict[str, FakeUpstream]
+) -> None:
+    documents = manifests(fakes, route={"targets": [{"upstream": "primary"}]})
+    for document in documents:
+        if document["metadata"] == {"name": "primary"}:
+            document["spec"]["limits"] = {"maxConcurrent": 1}
+    gateway = await gateway_factory(documents=documents)
+
+    slow = asyncio.create_task(gateway.chat(headers={"x-fake-delay-primary": "0.5"}))
+    await asyncio.sleep(0.1)
+    refused = await gateway.chat()
+    await slow
+
+    assert refused.status == 503
+    assert (await refused.json())["error"]["type"] == "upstreams_busy"
+    assert refused.headers["Retry-After"] == "1"

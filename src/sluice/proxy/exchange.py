@@ -114,6 +114,7 @@ class Exchange:
     record: dict[str, Any]
     attempts: list[Attempt] = field(default_factory=list)
     _skipped: int = 0  # candidates without a permit in the last round
+    _busy: int = 0  # candidates skipped at their maxConcurrent
     _last: _Reply | None = None  # the last non-final answer (a 429, a 5xx)
 
     async def run(self) -> tuple[web.StreamResponse, str]:
@@ -137,6 +138,8 @@ class Exchange:
                 if answered is not None:
                     return answered, route
             if not self.attempts:
+                if self._busy and not self._skipped:
+                    return self._all_busy(), route
                 if entry is None or entry.spec.when_all_open != "TryAnyway":
                     return self._circuit_open(route, candidates), route
                 reply = await self._attempt(candidates[0], ADMITTED, entry)
@@ -160,6 +163,9 @@ class Exchange:
         for candidate in candidates:
             if len(self.attempts) >= budget:
                 break
+            if self._at_capacity(candidate):
+                self._busy += 1  # limits.maxConcurrent: skip it rather than overload it
+                continue
             permit = proxy.breakers.admit(candidate.target, proxy.clock())
             if permit is None:
                 self._skipped += 1
@@ -172,6 +178,12 @@ class Exchange:
                 return self._respond(reply, candidate)
             self._last = reply or self._last
         return None
+
+    def _at_capacity(self, candidate: Candidate) -> bool:
+        limits = candidate.target.spec.limits
+        if limits is None or limits.max_concurrent is None:
+            return False
+        return self.proxy.in_flight.get(candidate.target.key, 0) >= limits.max_concurrent
 
     @staticmethod
     def _backoff(entry: RouteEntry | None, round_: int) -> float:
@@ -198,6 +210,14 @@ class Exchange:
             f"retry in {retry_after}s",
             "circuit_open",
             headers={"Retry-After": str(retry_after), "x-sluice-attempts": "0"},
+        )
+
+    def _all_busy(self) -> web.Response:
+        return error_response(
+            503,
+            "every upstream for this model is at its maxConcurrent limit; retry shortly",
+            "upstreams_busy",
+            headers={"Retry-After": "1", "x-sluice-attempts": "0"},
         )
 
     def _exhausted(self, model: str, skipped: int) -> web.Response:

@@ -194,7 +194,6 @@ class Table:
         return found
 
 
-
 def _labels_match(labels: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in wanted.items())
 
