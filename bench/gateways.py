@@ -1,0 +1,370 @@
+"""Sluice beside the proxies users would pick instead, in one run on one machine.
+
+    .venv/bin/python bench/gateways.py [--duration 10] [--connections 1,32] [--output FILE]
+
+Every target proxies the same upstream (nginx answering a fixed chat completion, so the
+upstream is never the bottleneck) and is loaded by the same wrk with a Lua POST script. The
+proxy under test is pinned to core 0; wrk and the upstream share core 1. Targets: the upstream
+directly, a naive aiohttp passthrough (the floor issue 7 sets), Sluice's standalone proxy, and
+nginx and HAProxy from Debian as the C baselines. Figures are for this run only: compare the
+ratios, not the absolute numbers, across machines.
+
+Not measured yet (see docs/benchmarks.md): LiteLLM, Portkey, streams, failover, memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PROXY_CORE, LOAD_CORE = "0", "1"
+COMPLETION = json.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "m1",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "hello"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
+)
+POST_LUA = """wrk.method = "POST"
+wrk.body = '{"model":"m1","messages":[{"role":"user","content":"hi"}]}'
+wrk.headers["Content-Type"] = "application/json"
+"""
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Result:
+    target: str
+    connections: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    cpu_us_per_request: float | None
+    errors: int
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {port} after {timeout}s")
+
+
+@contextmanager
+def process(argv: list[str], core: str, log: Path) -> Iterator[int]:
+    """Run argv pinned to a core in a session of its own; yield its process group id."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            ["taskset", "-c", core, *argv],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            yield proc.pid
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU of every process in a process group."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # pgrp
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / TICKS
+
+
+def nginx_conf(directory: Path, body: str) -> str:
+    temp = directory / "nginx-temp"
+    temp.mkdir(exist_ok=True)
+    paths = "\n".join(
+        f"  {k}_temp_path {temp}/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    return (
+        f"worker_processes 1;\ndaemon off;\n"
+        f"pid {directory}/nginx-{os.getpid()}-{time.time_ns()}.pid;\n"
+        "error_log stderr warn;\nevents { worker_connections 8192; }\n"
+        f"http {{\n  access_log off;\n{paths}\n{body}\n}}\n"
+    )
+
+
+def run_wrk(
+    port: int, connections: int, duration: int, script: Path
+) -> tuple[float, float, float, int, int]:
+    threads = "1"
+    output = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            LOAD_CORE,
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--latency",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+
+    def percentile(p: str) -> float:
+        match = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", output)
+        assert match, output
+        value, unit = float(match.group(1)), match.group(2)
+        return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    errors = 0
+    if match := re.search(r"Non-2xx or 3xx responses: (\d+)", output):
+        errors += int(match.group(1))
+    if match := re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    ):
+        errors += sum(int(g) for g in match.groups())
+    return rps, percentile("50"), percentile("99"), total, errors
+
+
+def sluice_manifest(directory: Path, upstream_port: int) -> Path:
+    path = directory / "bench.yaml"
+    path.write_text(
+        "apiVersion: sluice.dev/v1alpha1\nkind: Upstream\nmetadata: {name: bench}\n"
+        f"spec: {{provider: openai-compatible, baseURL: 'http://127.0.0.1:{upstream_port}/v1', "
+        "models: [{name: m1}]}\n"
+    )
+    return path
+
+
+def targets(directory: Path, upstream_port: int) -> dict[str, tuple[list[str], int] | None]:
+    """Name -> (argv, port) to start pinned to the proxy core; None: the upstream itself."""
+    python = sys.executable
+    upstream = f"http://127.0.0.1:{upstream_port}"
+    found: dict[str, tuple[list[str], int] | None] = {"direct (no proxy)": None}
+    port = free_port()
+    found["naive aiohttp passthrough"] = (
+        [python, str(ROOT / "bench" / "naive_passthrough.py"), str(port), upstream],
+        port,
+    )
+    port = free_port()
+    sluice = shutil.which("sluice", path=str(Path(python).parent)) or "sluice"
+    found["sluice proxy (standalone)"] = (
+        [
+            sluice,
+            "proxy",
+            "--manifests",
+            str(sluice_manifest(directory, upstream_port)),
+            "--port",
+            str(port),
+        ],
+        port,
+    )
+    if shutil.which("nginx"):
+        port = free_port()
+        conf = directory / "nginx-proxy.conf"
+        conf.write_text(
+            nginx_conf(
+                directory,
+                (
+                    f"  upstream up {{ server 127.0.0.1:{upstream_port}; keepalive 256; }}\n"
+                    f"  server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://up; "
+                    'proxy_http_version 1.1; proxy_set_header Connection ""; } }'
+                ),
+            )
+        )
+        found["nginx 1 worker (C baseline)"] = (["nginx", "-c", str(conf)], port)
+    if shutil.which("haproxy"):
+        port = free_port()
+        conf = directory / "haproxy.cfg"
+        conf.write_text(
+            "global\n  nbthread 1\n  maxconn 8000\ndefaults\n  mode http\n"
+            "  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n"
+            f"frontend f\n  bind 127.0.0.1:{port}\n  default_backend b\n"
+            f"backend b\n  http-reuse always\n  server up 127.0.0.1:{upstream_port}\n"
+        )
+        found["haproxy 1 thread (C baseline)"] = (["haproxy", "-f", str(conf), "-db"], port)
+    return found
+
+
+def measure(duration: int, connections: list[int]) -> list[Result]:
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp:
+        directory = Path(tmp)
+        script = directory / "post.lua"
+        script.write_text(POST_LUA)
+        upstream_port = free_port()
+        upstream_conf = directory / "nginx-upstream.conf"
+        escaped = COMPLETION.replace("'", "\\'")
+        upstream_conf.write_text(
+            nginx_conf(
+                directory,
+                (
+                    f"  server {{ listen 127.0.0.1:{upstream_port} backlog=4096; "
+                    "keepalive_requests 1000000; "
+                    f"location / {{ default_type application/json; return 200 '{escaped}'; }} }}"
+                ),
+            )
+        )
+        with process(["nginx", "-c", str(upstream_conf)], LOAD_CORE, directory / "upstream.log"):
+            wait_for_port(upstream_port)
+            for name, spec in targets(directory, upstream_port).items():
+                print(f"== {name}", file=sys.stderr, flush=True)
+                if spec is None:
+                    port, pgid = upstream_port, None
+                    results += _load(
+                        name, port, pgid, duration=duration, connections=connections, script=script
+                    )
+                    continue
+                argv, port = spec
+                with process(argv, PROXY_CORE, directory / f"{port}.log") as pgid:
+                    wait_for_port(port)
+                    run_wrk(port, 8, 2, script)  # warm-up: connections, caches, JIT-less Python
+                    results += _load(
+                        name, port, pgid, duration=duration, connections=connections, script=script
+                    )
+    return results
+
+
+def _load(
+    name: str,
+    port: int,
+    pgid: int | None,
+    *,
+    duration: int,
+    connections: list[int],
+    script: Path,
+) -> list[Result]:
+    found = []
+    for c in connections:
+        before = group_cpu_seconds(pgid) if pgid else 0.0
+        rps, p50, p99, total, errors = run_wrk(port, c, duration, script)
+        cpu = (group_cpu_seconds(pgid) - before) / total * 1e6 if pgid and total else None
+        found.append(Result(name, c, rps, p50, p99, cpu, errors))
+        print(
+            f"   c={c}: {rps:.0f} req/s p50 {p50:.2f} ms p99 {p99:.2f} ms"
+            + (f" cpu {cpu:.0f} us/req" if cpu else "")
+            + f" errors {errors}",
+            file=sys.stderr,
+            flush=True,
+        )
+    return found
+
+
+def report(results: list[Result], duration: int) -> str:
+    cpu_model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown",
+    )
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `python bench/gateways.py`. Do not edit: run it again.",
+        "",
+        f"Machine: {os.cpu_count()} cores ({cpu_model}), {platform.system()} "
+        f"{platform.release()}, Python {platform.python_version()}. The proxy under test is "
+        "pinned to core 0; wrk (1 thread) and the upstream (nginx answering a fixed chat "
+        f"completion) share core 1. {duration} s per run after a warm-up; non-streaming "
+        "`POST /v1/chat/completions` only.",
+        "",
+    ]
+    connections = sorted({r.connections for r in results})
+    for c in connections:
+        rows = [r for r in results if r.connections == c]
+        direct = next(r for r in rows if r.target.startswith("direct"))
+        naive = next((r for r in rows if r.target.startswith("naive")), None)
+        lines += [
+            f"## {c} connection{'s' if c != 1 else ''}",
+            "",
+            "| target | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | proxy CPU µs/req "
+            "| req/s vs naive | errors |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in rows:
+            added = "" if r is direct else f"{r.p50_ms - direct.p50_ms:.2f}"
+            added99 = "" if r is direct else f"{r.p99_ms - direct.p99_ms:.2f}"
+            cpu = "" if r.cpu_us_per_request is None else f"{r.cpu_us_per_request:.0f}"
+            vs = "" if naive is None or r is direct else f"{r.rps / naive.rps:.2f}x"
+            lines.append(
+                f"| {r.target} | {r.rps:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
+                f"{added} | {added99} | {cpu} | {vs} | {r.errors} |"
+            )
+        lines.append("")
+    lines += [
+        "## Not measured yet",
+        "",
+        "- LiteLLM's proxy and Portkey's gateway (to be installed by the benchmark into a cache).",
+        "- Streams (added time to first token, chunks per second), failover (an upstream dying "
+        "mid-run), memory per idle and active connection, plots.",
+        "- Latency at a fixed rate (half of saturation) needs an open-loop load generator; wrk "
+        "is closed-loop, so the 1-connection row stands in for an unloaded proxy.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", default="1,32")
+    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    args = parser.parse_args()
+    for tool in ("wrk", "nginx", "taskset"):
+        if shutil.which(tool) is None:
+            sys.exit(f"{tool} is missing: apt-get install wrk nginx-light haproxy util-linux")
+    results = measure(args.duration, [int(c) for c in args.connections.split(",")])
+    args.output.write_text(report(results, args.duration))
+    print(f"wrote {args.output}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
