@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -55,6 +56,10 @@ HOP_BY_HOP = frozenset(
 NOT_FORWARDED = HOP_BY_HOP | {"authorization", "x-api-key", "api-key", "cookie", "accept-encoding"}
 PASSED_BACK = ("content-type", "retry-after", "x-request-id", "openai-processing-ms",
                "openai-version")  # fmt: skip
+
+
+_PROMPT_TOKENS = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
+_COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
 
 
 def error_response(
@@ -110,6 +115,7 @@ class Exchange:
     proxy: Proxy
     request: web.Request
     body: dict[str, Any]
+    raw: bytes  # the body as the client sent it
     stream: bool
     record: dict[str, Any]
     attempts: list[Attempt] = field(default_factory=list)
@@ -171,7 +177,7 @@ class Exchange:
                 self._skipped += 1
                 continue
             if self.attempts:
-                proxy.metrics.failovers.labels(route).inc()
+                proxy.metrics.child(proxy.metrics.failovers, route).inc()
             reply = await self._attempt(candidate, permit, entry)
             if reply is not None and reply.final:
                 self._remember_sticky(entry, candidate)
@@ -202,7 +208,7 @@ class Exchange:
         now = proxy.clock()
         wait = min(proxy.breakers.available_in(c.target, now) for c in candidates)
         retry_after = Breakers.retry_after(wait)
-        proxy.metrics.rejections.labels(route).inc()
+        proxy.metrics.child(proxy.metrics.rejections, route).inc()
         names = ", ".join(sorted({c.target.name for c in candidates}))
         return error_response(
             503,
@@ -278,24 +284,28 @@ class Exchange:
         per_try = entry.spec.retry.per_try_timeout if entry is not None else None
         attempt = _Recorder(self, candidate, permit, per_try)
         proxy.in_flight[target.key] = proxy.in_flight.get(target.key, 0) + 1
-        proxy.metrics.in_flight.labels(namespace, name).inc()
+        proxy.metrics.child(proxy.metrics.in_flight, namespace, name).inc()
         try:
             connect = parse_duration(timeouts.connect)
+            # The client's bytes as they came, unless the upstream knows the model by another name.
+            data = (
+                self.raw
+                if candidate.model == self.body["model"]
+                else json.dumps({**self.body, "model": candidate.model}).encode()
+            )
             try:
-                upstream = await asyncio.wait_for(
-                    proxy.session.post(
+                async with asyncio.timeout(parse_duration(timeouts.first_token)):
+                    upstream = await proxy.session.post(
                         candidate.target.spec.base_url.rstrip("/")
                         + self.request.path.removeprefix("/v1"),
-                        data=json.dumps({**self.body, "model": candidate.model}).encode(),
+                        data=data,
                         headers=self._headers(candidate),
                         timeout=aiohttp.ClientTimeout(
                             total=attempt.total,
                             connect=connect,
                             sock_connect=connect,
                         ),
-                    ),
-                    timeout=parse_duration(timeouts.first_token),
-                )
+                    )
             except TimeoutError:
                 attempt.finish(classify_error(ErrorKind.FIRST_TOKEN_TIMEOUT))
                 return None
@@ -310,7 +320,7 @@ class Exchange:
                 return None  # failed before its first byte: nothing was sent, fail over
         finally:
             proxy.in_flight[target.key] -= 1
-            proxy.metrics.in_flight.labels(namespace, name).dec()
+            proxy.metrics.child(proxy.metrics.in_flight, namespace, name).dec()
 
     def _headers(self, candidate: Candidate) -> dict[str, str]:
         headers = {k: v for k, v in self.request.headers.items() if k.lower() not in NOT_FORWARDED}
@@ -322,7 +332,8 @@ class Exchange:
         self, upstream: aiohttp.ClientResponse, attempt: _Recorder
     ) -> _Reply | None:
         try:
-            body = await asyncio.wait_for(upstream.read(), timeout=attempt.time_left())
+            async with asyncio.timeout(attempt.time_left()):
+                body = await upstream.read()
         except TimeoutError:
             attempt.finish(classify_error(ErrorKind.TOTAL_TIMEOUT))
             return None
@@ -342,22 +353,28 @@ class Exchange:
         return _Reply(upstream.status, body, dict(upstream.headers), final)
 
     def _count_tokens(self, candidate: Candidate, body: bytes) -> None:
-        """Token usage from an OpenAI-style body, into the log record and the metric."""
-        with contextlib.suppress(ValueError, AttributeError, TypeError):
-            usage = json.loads(body).get("usage") or {}
-            tokens = {"input": usage.get("prompt_tokens"), "output": usage.get("completion_tokens")}
-            self.record["tokens"] = tokens
-            namespace, name = candidate.target.key
-            for kind, count in tokens.items():
-                if isinstance(count, int) and count > 0:
-                    self.proxy.metrics.tokens.labels(namespace, name, kind).inc(count)
+        """Token usage from an OpenAI-style body, into the log record and the metric. The
+        ``usage`` object comes last: search the tail, rather than parse the whole body."""
+        start = body.rfind(b'"usage"')
+        if start < 0:
+            return
+        tail = body[start:]
+        tokens: dict[str, int | None] = {}
+        for kind, pattern in (("input", _PROMPT_TOKENS), ("output", _COMPLETION_TOKENS)):
+            match = pattern.search(tail)
+            tokens[kind] = int(match.group(1)) if match else None
+        self.record["tokens"] = tokens
+        namespace, name = candidate.target.key
+        metrics = self.proxy.metrics
+        for kind, count in tokens.items():
+            if count:
+                metrics.child(metrics.tokens, namespace, name, kind).inc(count)
 
     async def _streamed(self, upstream: aiohttp.ClientResponse, attempt: _Recorder) -> None:
         """Returns only if the stream failed before its first byte; else raises _Committed."""
         try:
-            first = await asyncio.wait_for(
-                upstream.content.readany(), timeout=attempt.first_token_left()
-            )
+            async with asyncio.timeout(attempt.first_token_left()):
+                first = await upstream.content.readany()
         except TimeoutError:
             attempt.finish(classify_error(ErrorKind.FIRST_TOKEN_TIMEOUT))
             return
@@ -419,7 +436,8 @@ class Exchange:
         while True:
             left = attempt.time_left()
             try:
-                chunk = await asyncio.wait_for(upstream.content.readany(), timeout=min(idle, left))
+                async with asyncio.timeout(min(idle, left)):
+                    chunk = await upstream.content.readany()
             except TimeoutError:
                 kind = ErrorKind.STREAM_IDLE_TIMEOUT if idle < left else ErrorKind.TOTAL_TIMEOUT
                 raise _StreamBroke(classify_error(kind)) from None
@@ -470,9 +488,9 @@ class _Recorder:
         attempt.ms = (time.perf_counter() - self.started) * 1000
         proxy.breakers.record(target, self.permit, outcome, proxy.clock(), ttft)
         namespace, name = target.key
-        proxy.metrics.attempts.labels(namespace, name, str(outcome.kind)).inc()
+        proxy.metrics.child(proxy.metrics.attempts, namespace, name, outcome.kind.value).inc()
         if ttft is not None:
-            proxy.metrics.ttft.labels(namespace, name).observe(ttft)
+            proxy.metrics.child(proxy.metrics.ttft, namespace, name).observe(ttft)
         if outcome.kind is OutcomeKind.SUCCESS:
             sample = (ttft if ttft is not None else attempt.ms / 1000) * 1000
             previous = proxy.latency_ms.get(target.key)

@@ -7,6 +7,8 @@ for a model served without one, only ever a configured model), ``upstream`` an U
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from sluice.breaker_metrics import BreakerMetrics
@@ -70,3 +72,13 @@ class ProxyMetrics:
             registry=self.registry,
         )
         self.breakers = BreakerMetrics(self.registry, "proxy")
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, remembered: the request path asks for the same few
+        series over and over, and prometheus_client validates and locks on every call."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found

@@ -128,8 +128,9 @@ async def handle_api(request: web.Request) -> web.StreamResponse:
     route = "none"
     response: web.StreamResponse | None = None
     try:
+        raw = await request.read()
         try:
-            body = await request.json(loads=json.loads)
+            body = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             response = error_response(
                 400, "the request body is not valid JSON", "invalid_request_error"
@@ -142,14 +143,15 @@ async def handle_api(request: web.Request) -> web.StreamResponse:
             return response
         stream = bool(body.get("stream")) and request.path in STREAMABLE
         record.update(model=body["model"], stream=stream)
-        response, route = await Exchange(proxy, request, body, stream, record).run()
+        response, route = await Exchange(proxy, request, body, raw, stream, record).run()
         return response
     finally:
         elapsed = time.perf_counter() - started
         status = response.status if response is not None else 499  # the client went away
         record.update(route=route, status=status, latency_ms=round(elapsed * 1000, 1))
-        proxy.metrics.requests.labels(route, str(status)).inc()
-        proxy.metrics.request_duration.labels(route).observe(elapsed)
+        metrics = proxy.metrics
+        metrics.child(metrics.requests, route, str(status)).inc()
+        metrics.child(metrics.request_duration, route).observe(elapsed)
         access_log.info("%s", json.dumps(record, separators=(",", ":")))
 
 
