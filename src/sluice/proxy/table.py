@@ -287,7 +287,36 @@ def build_table(
         )
         table.labels[key] = dict(upstream.metadata.labels)
     table.routes.sort(key=lambda r: r.key)
+    table.problems.extend(_fallback_cycles(table))
     return table
+
+
+def _fallback_cycles(table: Table) -> list[str]:
+    """Cycles through several routes' fallbackModels (a route naming its own models is
+    refused by the API server). At run time each model is tried once, so a cycle cannot loop,
+    but it is almost certainly a mistake: report it."""
+    problems: list[str] = []
+    reported: set[frozenset[str]] = set()
+    for entry in table.routes:
+        for start in entry.spec.models:
+            path = [start]
+            route: RouteEntry | None = entry
+            while route is not None:
+                nxt = next((f for f in route.spec.fallback_models or () if f not in path[1:]), None)
+                if nxt is None:
+                    break
+                if nxt == start:
+                    cycle = frozenset(path)
+                    if cycle not in reported:
+                        reported.add(cycle)
+                        problems.append(
+                            f"ModelRoute {entry.key[0]}/{entry.key[1]}: fallbackModels form a "
+                            f"cycle ({' -> '.join([*path, start])}); each model is tried once"
+                        )
+                    break
+                path.append(nxt)
+                route = table.route_for(nxt)
+    return problems
 
 
 def _cluster_state(status: Mapping[str, Any] | None) -> tuple[State | None, float | None]:

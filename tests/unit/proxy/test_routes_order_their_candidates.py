@@ -99,6 +99,31 @@ def test_fallback_models_follow_the_routes_targets_and_cycles_end() -> None:
     ]
 
 
+def test_a_fallback_cycle_through_several_routes_is_reported() -> None:
+    t = table(
+        upstream("big", ["large"]),
+        upstream("small", ["mini"]),
+        route("large", ["large"], [{"upstream": "big"}], fallbackModels=["mini"]),
+        route("mini", ["mini"], [{"upstream": "small"}], fallbackModels=["large"]),
+    )
+
+    assert t.problems == [
+        "ModelRoute default/large: fallbackModels form a cycle (large -> mini -> large); "
+        "each model is tried once"
+    ]
+
+
+def test_a_fallback_chain_without_a_cycle_is_not_a_problem() -> None:
+    t = table(
+        upstream("big", ["large"]),
+        upstream("small", ["mini"]),
+        route("large", ["large"], [{"upstream": "big"}], fallbackModels=["mini"]),
+        route("mini", ["mini"], [{"upstream": "small"}]),
+    )
+
+    assert t.problems == []
+
+
 def test_selector_targets_match_labels_in_the_routes_namespace() -> None:
     t = table(
         upstream("eu-1", ["m"], labels={"region": "eu"}),
