@@ -18,6 +18,7 @@ import pytest
 
 from sluice.devcluster import AssetsError, Tools, find_binaries, find_tools
 from sluice.devcluster.cluster import ControlPlane
+from tests.integration.harness import ThreadedFake
 
 pytestmark = pytest.mark.integration
 
@@ -107,6 +108,17 @@ def sluice_crds(kubectl: Kubectl) -> Path:
         assert time.monotonic() < deadline, "Sluice's kinds never became discoverable"
         time.sleep(0.2)
     return crds
+
+
+@pytest.fixture
+def fakes() -> Iterator[dict[str, ThreadedFake]]:
+    """Two fake upstreams, primary and secondary, each on its own thread and port."""
+    started = {name: ThreadedFake(name) for name in ("primary", "secondary")}
+    for fake in started.values():
+        fake.start()
+    yield started
+    for fake in started.values():
+        fake.close()
 
 
 _namespaces = itertools.count()

@@ -10,7 +10,6 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -173,16 +172,6 @@ def serving(url: str) -> bool:
             return True
     except OSError:
         return False
-
-
-@pytest.fixture
-def fakes() -> Iterator[dict[str, ThreadedFake]]:
-    started = {name: ThreadedFake(name) for name in ("primary", "secondary")}
-    for fake in started.values():
-        fake.start()
-    yield started
-    for fake in started.values():
-        fake.close()
 
 
 @pytest.mark.timeout(300)

@@ -47,16 +47,6 @@ def manifests(namespace: str, fakes: dict[str, ThreadedFake]) -> str:
 
 
 @pytest.fixture
-def fakes() -> Iterator[dict[str, ThreadedFake]]:
-    started = {name: ThreadedFake(name) for name in ("primary", "secondary")}
-    for fake in started.values():
-        fake.start()
-    yield started
-    for fake in started.values():
-        fake.close()
-
-
-@pytest.fixture
 def proxy(
     kubectl: Kubectl,
     namespace: str,
