@@ -2,14 +2,16 @@
 
     .venv/bin/python bench/gateways.py [--duration 10] [--connections 1,32] [--output FILE]
 
-Every target proxies the same upstream (nginx answering a fixed chat completion, so the
+Peers are installed into Sluice's cache (``~/.cache/sluice/bench``), pinned, never as project
+dependencies: LiteLLM's proxy in a venv of its own, Portkey's gateway with npm. Every target
+proxies the same upstream (nginx answering a fixed chat completion, so the
 upstream is never the bottleneck) and is loaded by the same wrk with a Lua POST script. The
 proxy under test is pinned to core 0; wrk and the upstream share core 1. Targets: the upstream
-directly, a naive aiohttp passthrough (the floor issue 7 sets), Sluice's standalone proxy, and
-nginx and HAProxy from Debian as the C baselines. Figures are for this run only: compare the
-ratios, not the absolute numbers, across machines.
+directly, a naive aiohttp passthrough (the floor issue 7 sets), Sluice's standalone proxy,
+LiteLLM, Portkey, and nginx and HAProxy from Debian as the C baselines. Figures are for this
+run only: compare the ratios, not the absolute numbers, across machines.
 
-Not measured yet (see docs/benchmarks.md): LiteLLM, Portkey, streams, failover, memory.
+Not measured yet (see docs/benchmarks.md): streams, failover, memory.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ POST_LUA = """wrk.method = "POST"
 wrk.body = '{"model":"m1","messages":[{"role":"user","content":"hi"}]}'
 wrk.headers["Content-Type"] = "application/json"
 """
+LITELLM = "litellm[proxy]==1.106.2"
+PORTKEY = "@portkey-ai/gateway@1.15.2"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -84,7 +88,9 @@ def wait_for_port(port: int, timeout: float = 20) -> None:
 
 
 @contextmanager
-def process(argv: list[str], core: str, log: Path) -> Iterator[int]:
+def process(
+    argv: list[str], core: str, log: Path, env: dict[str, str] | None = None
+) -> Iterator[int]:
     """Run argv pinned to a core in a session of its own; yield its process group id."""
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -92,6 +98,7 @@ def process(argv: list[str], core: str, log: Path) -> Iterator[int]:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
         try:
             yield proc.pid
@@ -182,15 +189,59 @@ def sluice_manifest(directory: Path, upstream_port: int) -> Path:
     return path
 
 
-def targets(directory: Path, upstream_port: int) -> dict[str, tuple[list[str], int] | None]:
-    """Name -> (argv, port) to start pinned to the proxy core; None: the upstream itself."""
+def cache() -> Path:
+    base = os.environ.get("SLUICE_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "sluice"
+    )
+    return Path(base) / "bench"
+
+
+def ensure_litellm() -> Path:
+    """LiteLLM's proxy in a venv of its own in the cache (never a project dependency)."""
+    venv = cache() / "litellm-venv"
+    binary = venv / "bin" / "litellm"
+    if not binary.exists():
+        print(f"installing {LITELLM} into {venv} ...", file=sys.stderr, flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [str(venv / "bin" / "pip"), "install", "-q", LITELLM], check=True, timeout=900
+        )
+    return binary
+
+
+def ensure_portkey() -> Path:
+    """Portkey's gateway from npm, in the cache."""
+    directory = cache() / "portkey"
+    script = directory / "node_modules" / "@portkey-ai" / "gateway" / "build" / "start-server.js"
+    if not script.exists():
+        print(f"installing {PORTKEY} into {directory} ...", file=sys.stderr, flush=True)
+        directory.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["npm", "install", "--silent", "--no-audit", "--no-fund", PORTKEY],
+            cwd=directory,
+            check=True,
+            timeout=600,
+        )
+    return script
+
+
+Target = tuple[list[str], int, dict[str, str], dict[str, str]]  # argv, port, headers, env
+
+
+def targets(
+    directory: Path, upstream_port: int, missing: dict[str, str]
+) -> dict[str, Target | None]:
+    """Name -> (argv, port, request headers, env) to start pinned to the proxy core; None: the
+    upstream itself. Peers that cannot be installed go to ``missing`` with the reason."""
     python = sys.executable
     upstream = f"http://127.0.0.1:{upstream_port}"
-    found: dict[str, tuple[list[str], int] | None] = {"direct (no proxy)": None}
+    found: dict[str, Target | None] = {"direct (no proxy)": None}
     port = free_port()
     found["naive aiohttp passthrough"] = (
         [python, str(ROOT / "bench" / "naive_passthrough.py"), str(port), upstream],
         port,
+        {},
+        {},
     )
     port = free_port()
     sluice = shutil.which("sluice", path=str(Path(python).parent)) or "sluice"
@@ -204,6 +255,8 @@ def targets(directory: Path, upstream_port: int) -> dict[str, tuple[list[str], i
             str(port),
         ],
         port,
+        {},
+        {},
     )
     if shutil.which("nginx"):
         port = free_port()
@@ -218,7 +271,7 @@ def targets(directory: Path, upstream_port: int) -> dict[str, tuple[list[str], i
                 ),
             )
         )
-        found["nginx 1 worker (C baseline)"] = (["nginx", "-c", str(conf)], port)
+        found["nginx 1 worker (C baseline)"] = (["nginx", "-c", str(conf)], port, {}, {})
     if shutil.which("haproxy"):
         port = free_port()
         conf = directory / "haproxy.cfg"
@@ -228,16 +281,59 @@ def targets(directory: Path, upstream_port: int) -> dict[str, tuple[list[str], i
             f"frontend f\n  bind 127.0.0.1:{port}\n  default_backend b\n"
             f"backend b\n  http-reuse always\n  server up 127.0.0.1:{upstream_port}\n"
         )
-        found["haproxy 1 thread (C baseline)"] = (["haproxy", "-f", str(conf), "-db"], port)
+        found["haproxy 1 thread (C baseline)"] = (["haproxy", "-f", str(conf), "-db"], port, {}, {})
+    try:
+        litellm = ensure_litellm()
+    except (subprocess.SubprocessError, OSError) as e:
+        missing["LiteLLM proxy"] = f"could not be installed: {e}"
+    else:
+        port = free_port()
+        conf = directory / "litellm.yaml"
+        conf.write_text(
+            "model_list:\n  - model_name: m1\n    litellm_params:\n      model: openai/m1\n"
+            f"      api_base: {upstream}/v1\n      api_key: sk-bench-upstream\n"
+            "general_settings:\n  master_key: sk-bench\n"
+        )
+        found[f"LiteLLM proxy ({LITELLM.split('==')[1]}, 1 worker)"] = (
+            [
+                str(litellm),
+                "--config",
+                str(conf),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--num_workers",
+                "1",
+            ],
+            port,
+            {"Authorization": "Bearer sk-bench"},
+            # No internet here: use the cost map the package ships instead of fetching one.
+            {"LITELLM_MASTER_KEY": "sk-bench", "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+        )
+    try:
+        portkey = ensure_portkey()
+    except (subprocess.SubprocessError, OSError) as e:
+        missing["Portkey gateway"] = f"could not be installed: {e}"
+    else:
+        port = free_port()
+        found[f"Portkey gateway ({PORTKEY.rsplit('@', 1)[1]})"] = (
+            ["node", str(portkey), f"--port={port}"],
+            port,
+            {
+                "x-portkey-provider": "openai",
+                "x-portkey-custom-host": f"{upstream}/v1",
+                "Authorization": "Bearer sk-bench-upstream",
+            },
+            {},
+        )
     return found
 
 
-def measure(duration: int, connections: list[int]) -> list[Result]:
+def measure(duration: int, connections: list[int], missing: dict[str, str]) -> list[Result]:
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp:
         directory = Path(tmp)
-        script = directory / "post.lua"
-        script.write_text(POST_LUA)
         upstream_port = free_port()
         upstream_conf = directory / "nginx-upstream.conf"
         escaped = COMPLETION.replace("'", "\\'")
@@ -251,24 +347,46 @@ def measure(duration: int, connections: list[int]) -> list[Result]:
                 ),
             )
         )
+        every = targets(directory, upstream_port, missing)  # installs peers before timing
         with process(["nginx", "-c", str(upstream_conf)], LOAD_CORE, directory / "upstream.log"):
             wait_for_port(upstream_port)
-            for name, spec in targets(directory, upstream_port).items():
+            for index, (name, spec) in enumerate(every.items()):
                 print(f"== {name}", file=sys.stderr, flush=True)
                 if spec is None:
-                    port, pgid = upstream_port, None
+                    script = lua_script(directory / f"post-{index}.lua", {})
                     results += _load(
-                        name, port, pgid, duration=duration, connections=connections, script=script
+                        name,
+                        upstream_port,
+                        None,
+                        duration=duration,
+                        connections=connections,
+                        script=script,
                     )
                     continue
-                argv, port = spec
-                with process(argv, PROXY_CORE, directory / f"{port}.log") as pgid:
-                    wait_for_port(port)
-                    run_wrk(port, 8, 2, script)  # warm-up: connections, caches, JIT-less Python
-                    results += _load(
-                        name, port, pgid, duration=duration, connections=connections, script=script
-                    )
+                argv, port, headers, env = spec
+                script = lua_script(directory / f"post-{index}.lua", headers)
+                try:
+                    with process(argv, PROXY_CORE, directory / f"{port}.log", env) as pgid:
+                        wait_for_port(port, timeout=60)
+                        run_wrk(port, 8, 2, script)  # warm-up: connections, caches
+                        results += _load(
+                            name,
+                            port,
+                            pgid,
+                            duration=duration,
+                            connections=connections,
+                            script=script,
+                        )
+                except (RuntimeError, subprocess.CalledProcessError) as e:
+                    log = (directory / f"{port}.log").read_text(errors="replace")[-500:]
+                    missing[name] = f"did not run: {e}; {log}"
     return results
+
+
+def lua_script(path: Path, headers: dict[str, str]) -> Path:
+    extra = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
+    path.write_text(POST_LUA + extra)
+    return path
 
 
 def _load(
@@ -296,7 +414,7 @@ def _load(
     return found
 
 
-def report(results: list[Result], duration: int) -> str:
+def report(results: list[Result], duration: int, missing: dict[str, str]) -> str:
     cpu_model = next(
         (
             line.split(":", 1)[1].strip()
@@ -339,10 +457,13 @@ def report(results: list[Result], duration: int) -> str:
                 f"{added} | {added99} | {cpu} | {vs} | {r.errors} |"
             )
         lines.append("")
+    if missing:
+        lines += ["## Could not be measured", ""]
+        lines += [f"- {name}: {reason}" for name, reason in missing.items()]
+        lines.append("")
     lines += [
         "## Not measured yet",
         "",
-        "- LiteLLM's proxy and Portkey's gateway (to be installed by the benchmark into a cache).",
         "- Streams (added time to first token, chunks per second), failover (an upstream dying "
         "mid-run), memory per idle and active connection, plots.",
         "- Latency at a fixed rate (half of saturation) needs an open-loop load generator; wrk "
@@ -358,11 +479,12 @@ def main() -> None:
     parser.add_argument("--connections", default="1,32")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args()
-    for tool in ("wrk", "nginx", "taskset"):
+    for tool in ("wrk", "nginx", "taskset", "node", "npm"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is missing: apt-get install wrk nginx-light haproxy util-linux")
-    results = measure(args.duration, [int(c) for c in args.connections.split(",")])
-    args.output.write_text(report(results, args.duration))
+    missing: dict[str, str] = {}
+    results = measure(args.duration, [int(c) for c in args.connections.split(",")], missing)
+    args.output.write_text(report(results, args.duration, missing))
     print(f"wrote {args.output}", file=sys.stderr)
 
 
