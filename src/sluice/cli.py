@@ -169,11 +169,17 @@ def _logging(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # One JSON object per request, as is: log collectors parse it.
+    # One JSON object per request, as is: log collectors parse it. Buffered: a flush (a write
+    # syscall) per request cost a fifth of the proxy's throughput; the proxy flushes the buffer
+    # at least every 0.5 s, and at once on errors and at exit.
+    import logging.handlers
+
     access = logging.getLogger("sluice.proxy.access")
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    access.addHandler(handler)
+    stream = logging.StreamHandler()
+    stream.setFormatter(logging.Formatter("%(message)s"))
+    access.addHandler(
+        logging.handlers.MemoryHandler(capacity=512, flushLevel=logging.ERROR, target=stream)
+    )
     access.propagate = False
     logging.getLogger("kubernetes_asyncio").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -8,6 +8,7 @@ breakers. Every API request writes one JSON log line (logger ``sluice.proxy.acce
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
@@ -273,6 +274,22 @@ AdminActions = Callable[[Key, str], Awaitable[None]]
 ADMIN_ACTIONS: web.AppKey[AdminActions] = web.AppKey("sluice_admin_actions")
 
 
+async def _flush_access_log(app: web.Application) -> AsyncIterator[None]:
+    """Buffered access-log handlers are flushed at least every half second, and at exit."""
+
+    async def flush_forever() -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            for handler in access_log.handlers:
+                handler.flush()
+
+    task = asyncio.create_task(flush_forever())
+    yield
+    task.cancel()
+    for handler in access_log.handlers:
+        handler.flush()
+
+
 async def _client_session(app: web.Application) -> AsyncIterator[None]:
     proxy = app[PROXY]
     async with aiohttp.ClientSession(
@@ -290,6 +307,7 @@ def create_app(proxy: Proxy, *, admin: AdminActions | None = None) -> web.Applic
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[PROXY] = proxy
     app.cleanup_ctx.append(_client_session)
+    app.cleanup_ctx.append(_flush_access_log)
     if admin is not None:
         app[ADMIN_ACTIONS] = admin
     for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
