@@ -204,5 +204,37 @@ def eventually(check: Callable[[], T], *, timeout: float, interval: float = 0.2,
     raise AssertionError(f"{what}: not within {timeout}s (last: {last!r})")
 
 
+def set_override(
+    kubectl: Callable[..., subprocess.CompletedProcess[str]],
+    namespace: str,
+    name: str,
+    state: str | None,
+) -> None:
+    """``kubectl patch`` spec.breaker.override: "Open", "Closed", or None to lift it."""
+    patch = json.dumps({"spec": {"breaker": {"override": state}}})
+    kubectl("patch", "upstream", name, "-n", namespace, "--type", "merge", "-p", patch)
+
+
+def patch_status(
+    kubectl: Callable[..., subprocess.CompletedProcess[str]],
+    namespace: str,
+    name: str,
+    status: dict[str, Any],
+) -> None:
+    """``kubectl patch --subresource=status``, as the operator would write it."""
+    kubectl(
+        "patch",
+        "upstream",
+        name,
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type",
+        "merge",
+        "-p",
+        json.dumps({"status": status}),
+    )
+
+
 def get_json(kubectl: Callable[..., subprocess.CompletedProcess[str]], *args: str) -> Any:
     return json.loads(kubectl("get", *args, "-o", "json").stdout)

@@ -12,7 +12,13 @@ import pytest
 
 from sluice.devcluster.cluster import ControlPlane
 from tests.integration.conftest import Kubectl
-from tests.integration.harness import OperatorProcess, ThreadedFake, eventually, get_json
+from tests.integration.harness import (
+    OperatorProcess,
+    ThreadedFake,
+    eventually,
+    get_json,
+    set_override,
+)
 
 API_KEY = "sk-sluice-test-0123456789abcdefghij"  # a fake key that must never leak
 
@@ -147,17 +153,7 @@ def test_an_override_forces_the_state_at_once_and_lifting_it_restores_automatic(
         lambda: breaker(kubectl, namespace).get("state") == "Closed", timeout=20, what="Closed"
     )
 
-    kubectl(
-        "patch",
-        "upstream",
-        "primary",
-        "-n",
-        namespace,
-        "--type",
-        "merge",
-        "-p",
-        '{"spec":{"breaker":{"override":"Open"}}}',
-    )
+    set_override(kubectl, namespace, "primary", "Open")
 
     forced = eventually(
         lambda: (b := breaker(kubectl, namespace)).get("state") == "Open" and b,
@@ -168,17 +164,7 @@ def test_an_override_forces_the_state_at_once_and_lifting_it_restores_automatic(
     assert forced["reason"] == "ForcedOpen"
     assert forced["automaticState"] == "Closed"
 
-    kubectl(
-        "patch",
-        "upstream",
-        "primary",
-        "-n",
-        namespace,
-        "--type",
-        "merge",
-        "-p",
-        '{"spec":{"breaker":{"override":null}}}',
-    )
+    set_override(kubectl, namespace, "primary", None)
 
     lifted = eventually(
         lambda: (b := breaker(kubectl, namespace)).get("forced") is False and b,

@@ -17,7 +17,14 @@ import pytest
 from sluice.devcluster import find_binaries
 from sluice.devcluster.cluster import ControlPlane
 from tests.integration.conftest import Kubectl
-from tests.integration.harness import ProxyProcess, ThreadedFake, eventually, get_json
+from tests.integration.harness import (
+    ProxyProcess,
+    ThreadedFake,
+    eventually,
+    get_json,
+    patch_status,
+    set_override,
+)
 
 
 def manifests(namespace: str, fakes: dict[str, ThreadedFake]) -> str:
@@ -76,32 +83,12 @@ def test_an_override_patched_with_kubectl_stops_traffic_within_two_seconds(
 ) -> None:
     assert proxy.served_by() == "primary"
 
-    kubectl(
-        "patch",
-        "upstream",
-        "primary",
-        "-n",
-        namespace,
-        "--type",
-        "merge",
-        "-p",
-        '{"spec":{"breaker":{"override":"Open"}}}',
-    )
+    set_override(kubectl, namespace, "primary", "Open")
     took = within(2, lambda: proxy.served_by() == "secondary", "traffic moved off primary")
     for _ in range(10):
         assert proxy.served_by() == "secondary"
 
-    kubectl(
-        "patch",
-        "upstream",
-        "primary",
-        "-n",
-        namespace,
-        "--type",
-        "merge",
-        "-p",
-        '{"spec":{"breaker":{"override":null}}}',
-    )
+    set_override(kubectl, namespace, "primary", None)
     within(2, lambda: proxy.served_by() == "primary", "traffic back on primary")
     print(f"\noverride reached the proxy in {took:.2f}s")
 
@@ -110,36 +97,15 @@ def test_the_operators_open_breaker_in_status_keeps_traffic_away(
     kubectl: Kubectl, namespace: str, proxy: ProxyProcess
 ) -> None:
     until = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    status = {
-        "status": {"breaker": {"state": "Open", "openUntil": until, "reason": "ProbeFailures"}}
-    }
-
-    kubectl(
-        "patch",
-        "upstream",
-        "primary",
-        "-n",
+    patch_status(
+        kubectl,
         namespace,
-        "--subresource=status",
-        "--type",
-        "merge",
-        "-p",
-        json.dumps(status),
+        "primary",
+        {"breaker": {"state": "Open", "openUntil": until, "reason": "ProbeFailures"}},
     )
 
     within(2, lambda: proxy.served_by() == "secondary", "traffic moved off primary")
-    kubectl(
-        "patch",
-        "upstream",
-        "primary",
-        "-n",
-        namespace,
-        "--subresource=status",
-        "--type",
-        "merge",
-        "-p",
-        '{"status":{"breaker":{"state":"Closed","openUntil":null}}}',
-    )
+    patch_status(kubectl, namespace, "primary", {"breaker": {"state": "Closed", "openUntil": None}})
     within(2, lambda: proxy.served_by() == "primary", "traffic back on primary")
 
 
