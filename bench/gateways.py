@@ -179,6 +179,51 @@ def run_wrk(
     return rps, percentile("50"), percentile("99"), total, errors
 
 
+def tools_venv(*requirements: str) -> Path:
+    """A venv in the benchmark cache with ``requirements`` (py-spy, matplotlib), made once."""
+    venv = cache() / "tools-venv"
+    stamp = venv / "requirements.txt"
+    wanted = "\n".join(sorted(requirements))
+    have = stamp.read_text() if stamp.exists() else ""
+    if not set(wanted.split()) <= set(have.split()):
+        print(f"installing {', '.join(requirements)} into {venv} ...", file=sys.stderr, flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [str(venv / "bin" / "pip"), "install", "-q", *requirements], check=True, timeout=900
+        )
+        stamp.write_text("\n".join(sorted(set(have.split()) | set(wanted.split()))))
+    return venv
+
+
+@contextmanager
+def nginx_upstream(directory: Path, port: int = 0) -> Iterator[int]:
+    """nginx on the load core answering every request with COMPLETION; yields its port."""
+    port = port or free_port()
+    conf = directory / "nginx-upstream.conf"
+    escaped = COMPLETION.replace("'", "\\'")
+    conf.write_text(
+        nginx_conf(
+            directory,
+            (
+                f"  server {{ listen 127.0.0.1:{port} backlog=4096; "
+                "keepalive_requests 1000000; "
+                f"location / {{ default_type application/json; return 200 '{escaped}'; }} }}"
+            ),
+        )
+    )
+    with process(["nginx", "-c", str(conf)], LOAD_CORE, directory / "upstream.log"):
+        wait_for_port(port)
+        yield port
+
+
+def sluice_argv(directory: Path, upstream_port: int, *, loop: str) -> tuple[list[str], int]:
+    port = free_port()
+    sluice = shutil.which("sluice", path=str(Path(sys.executable).parent)) or "sluice"
+    manifest = sluice_manifest(directory, upstream_port)
+    argv = [sluice, "proxy", "--manifests", str(manifest), "--port", str(port), "--loop", loop]
+    return argv, port
+
+
 def sluice_manifest(directory: Path, upstream_port: int) -> Path:
     path = directory / "bench.yaml"
     path.write_text(
@@ -244,20 +289,15 @@ def targets(
         {},
     )
     port = free_port()
-    sluice = shutil.which("sluice", path=str(Path(python).parent)) or "sluice"
-    found["sluice proxy (standalone)"] = (
-        [
-            sluice,
-            "proxy",
-            "--manifests",
-            str(sluice_manifest(directory, upstream_port)),
-            "--port",
-            str(port),
-        ],
+    found["naive aiohttp passthrough, uvloop"] = (
+        [python, str(ROOT / "bench" / "naive_passthrough.py"), str(port), upstream, "uvloop"],
         port,
         {},
         {},
     )
+    for loop in ("asyncio", "uvloop"):
+        argv, port = sluice_argv(directory, upstream_port, loop=loop)
+        found[f"sluice proxy (standalone, {loop})"] = (argv, port, {}, {})
     if shutil.which("nginx"):
         port = free_port()
         conf = directory / "nginx-proxy.conf"
@@ -330,26 +370,16 @@ def targets(
     return found
 
 
-def measure(duration: int, connections: list[int], missing: dict[str, str]) -> list[Result]:
+def measure(
+    duration: int, connections: list[int], missing: dict[str, str], only: list[str]
+) -> list[Result]:
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp:
         directory = Path(tmp)
         upstream_port = free_port()
-        upstream_conf = directory / "nginx-upstream.conf"
-        escaped = COMPLETION.replace("'", "\\'")
-        upstream_conf.write_text(
-            nginx_conf(
-                directory,
-                (
-                    f"  server {{ listen 127.0.0.1:{upstream_port} backlog=4096; "
-                    "keepalive_requests 1000000; "
-                    f"location / {{ default_type application/json; return 200 '{escaped}'; }} }}"
-                ),
-            )
-        )
         every = targets(directory, upstream_port, missing)  # installs peers before timing
-        with process(["nginx", "-c", str(upstream_conf)], LOAD_CORE, directory / "upstream.log"):
-            wait_for_port(upstream_port)
+        every = {k: v for k, v in every.items() if not only or any(o in k for o in only)}
+        with nginx_upstream(directory, upstream_port):
             for index, (name, spec) in enumerate(every.items()):
                 print(f"== {name}", file=sys.stderr, flush=True)
                 if spec is None:
@@ -478,12 +508,16 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", default="1,32")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument(
+        "--only", default="", help="comma-separated parts of target names to run (default: all)"
+    )
     args = parser.parse_args()
     for tool in ("wrk", "nginx", "taskset", "node", "npm"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is missing: apt-get install wrk nginx-light haproxy util-linux")
     missing: dict[str, str] = {}
-    results = measure(args.duration, [int(c) for c in args.connections.split(",")], missing)
+    only = [o for o in args.only.split(",") if o]
+    results = measure(args.duration, [int(c) for c in args.connections.split(",")], missing, only)
     args.output.write_text(report(results, args.duration, missing))
     print(f"wrote {args.output}", file=sys.stderr)
 

@@ -1,7 +1,7 @@
 """A deliberately naive aiohttp passthrough: the floor issue 7 sets for Sluice's proxy.
 
 One server, one shared ClientSession, no routing, no breakers, no metrics: every request body is
-sent to one upstream and its answer returned. Usage: naive_passthrough.py PORT UPSTREAM_URL
+sent to one upstream and its answer returned. Usage: naive_passthrough.py PORT UPSTREAM_URL [uvloop]
 """
 
 from __future__ import annotations
@@ -35,7 +35,12 @@ def main() -> None:
     app = web.Application()
     app.cleanup_ctx.append(session_ctx)  # type: ignore[arg-type]
     app.router.add_post("/{tail:.*}", forward)
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+    loop = None
+    if sys.argv[3:] == ["uvloop"]:
+        import uvloop  # noqa: PLC0415 - only when asked for
+
+        loop = uvloop.new_event_loop()
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, loop=loop)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +14,7 @@ from openai import AsyncOpenAI
 
 from sluice.core import State
 from sluice.fakes import FakeUpstream
-from sluice.proxy.server import Proxy, create_app
+from sluice.proxy.server import AccessLog, Proxy, create_app
 from sluice.proxy.table import Key, build_table
 from sluice.resources import parse
 
@@ -42,6 +44,14 @@ class Gateway:
 
     def breaker_state(self, name: str) -> State:
         return self.proxy.breakers.get(("default", name)).poll(self.clock())
+
+    def access_log(self) -> list[dict[str, Any]]:
+        """Every access-log record so far (flushing the batch first)."""
+        log = self.proxy.access_log
+        assert log is not None
+        assert isinstance(log.stream, io.StringIO)
+        log.flush()
+        return [json.loads(line) for line in log.stream.getvalue().splitlines()]
 
     def hits(self, name: str) -> int:
         return len([r for r in self.fakes[name].seen if r.path != "/v1/models"])
@@ -136,7 +146,12 @@ async def gateway_factory(
         secrets: dict[Key, dict[str, str]] = {
             ("default", f"{name}-key"): {"apiKey": key} for name, key in API_KEYS.items()
         }
-        proxy = Proxy(table=build_table(resources, secrets), clock=clock, admin_token=admin_token)
+        proxy = Proxy(
+            table=build_table(resources, secrets),
+            clock=clock,
+            admin_token=admin_token,
+            access_log=AccessLog(io.StringIO()),
+        )
 
         async def admin(key: Key, action: str) -> None:
             forced = {"open": State.OPEN, "close": State.CLOSED, "auto": None}

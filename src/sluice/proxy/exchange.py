@@ -37,9 +37,10 @@ from sluice.core import (
     classify_status,
 )
 from sluice.core.policy import parse_duration
-from sluice.probe import auth_headers, error_kind
+from sluice.probe import auth_headers
 from sluice.proxy.breakers import Breakers
-from sluice.proxy.table import Candidate, Key, RouteEntry
+from sluice.proxy.client import Endpoint, Response, UpstreamError, request_head
+from sluice.proxy.table import Candidate, Key, RouteEntry, Target
 
 if TYPE_CHECKING:
     from sluice.proxy.server import Proxy
@@ -53,13 +54,48 @@ HOP_BY_HOP = frozenset(
     }
 )  # fmt: skip
 # The client's credentials are for the gateway, never for an upstream.
-NOT_FORWARDED = HOP_BY_HOP | {"authorization", "x-api-key", "api-key", "cookie", "accept-encoding"}
+NOT_FORWARDED = HOP_BY_HOP | {
+    "authorization", "x-api-key", "api-key", "cookie", "accept-encoding", "content-type",
+}  # fmt: skip
 PASSED_BACK = ("content-type", "retry-after", "x-request-id", "openai-processing-ms",
                "openai-version")  # fmt: skip
 
 
+# OpenAI's order; the two patterns after it cover any other.
+_USAGE = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)\s*,\s*"completion_tokens"\s*:\s*(\d+)')
 _PROMPT_TOKENS = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
 _COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
+
+
+@dataclass(frozen=True, slots=True)
+class Wire:
+    """What every request to one upstream shares, built once per Target."""
+
+    target: Target
+    endpoint: Endpoint
+    headers: list[tuple[str, str]]  # Content-Type, Accept-Encoding, the provider's auth
+
+    @classmethod
+    def of(cls, target: Target) -> Wire:
+        headers = [("Content-Type", "application/json"), ("Accept-Encoding", "identity")]
+        headers += auth_headers(target.spec.provider, target.api_key).items()
+        return cls(target, Endpoint.parse(target.spec.base_url), headers)
+
+
+def usage_tokens(body: bytes) -> dict[str, int | None] | None:
+    """``{"input", "output"}`` token counts from an OpenAI-style body's ``usage`` object (None
+    without one). It comes last: search from there, rather than parse the whole body."""
+    start = body.rfind(b'"usage"')
+    if start < 0:
+        return None
+    if both := _USAGE.search(body, start):
+        return {"input": int(both.group(1)), "output": int(both.group(2))}
+    prompt = _PROMPT_TOKENS.search(body, start)
+    completion = _COMPLETION_TOKENS.search(body, start)
+    return {
+        "input": int(prompt.group(1)) if prompt else None,
+        "output": int(completion.group(1)) if completion else None,
+    }
 
 
 def error_response(
@@ -94,7 +130,7 @@ class _Reply:
 
     status: int
     body: bytes
-    headers: dict[str, str]
+    headers: dict[str, str]  # lower-case names
     final: bool  # give it to the client (success, or the client's own error)
 
 
@@ -237,7 +273,7 @@ class Exchange:
         )
 
     def _respond(self, reply: _Reply, candidate: Candidate | None) -> web.Response:
-        headers = {k: v for k, v in reply.headers.items() if k.lower() in PASSED_BACK}
+        headers = {k: v for k, v in reply.headers.items() if k in PASSED_BACK}
         headers["x-sluice-attempts"] = str(len(self.attempts))
         if candidate is not None:
             headers["x-sluice-upstream"] = candidate.target.name
@@ -286,31 +322,37 @@ class Exchange:
         proxy.in_flight[target.key] = proxy.in_flight.get(target.key, 0) + 1
         proxy.metrics.child(proxy.metrics.in_flight, namespace, name).inc()
         try:
-            connect = parse_duration(timeouts.connect)
             # The client's bytes as they came, unless the upstream knows the model by another name.
             data = (
                 self.raw
                 if candidate.model == self.body["model"]
                 else json.dumps({**self.body, "model": candidate.model}).encode()
             )
+            wire = proxy.wire(target)
             try:
-                async with asyncio.timeout(parse_duration(timeouts.first_token)):
-                    upstream = await proxy.session.post(
-                        candidate.target.spec.base_url.rstrip("/")
-                        + self.request.path.removeprefix("/v1"),
-                        data=data,
-                        headers=self._headers(candidate),
-                        timeout=aiohttp.ClientTimeout(
-                            total=attempt.total,
-                            connect=connect,
-                            sock_connect=connect,
-                        ),
-                    )
+                head = request_head(
+                    wire.endpoint,
+                    self.request.path.removeprefix("/v1"),
+                    self._headers(wire),
+                    len(data),
+                )
+                upstream = await proxy.client.post(
+                    wire.endpoint,
+                    head,
+                    data,
+                    connect_timeout=parse_duration(timeouts.connect),
+                    timeout=min(attempt.first_token, attempt.total),
+                )
             except TimeoutError:
-                attempt.finish(classify_error(ErrorKind.FIRST_TOKEN_TIMEOUT))
+                late = attempt.first_token <= attempt.total
+                kind = ErrorKind.FIRST_TOKEN_TIMEOUT if late else ErrorKind.TOTAL_TIMEOUT
+                attempt.finish(classify_error(kind))
                 return None
-            except (aiohttp.ClientError, OSError) as e:
-                attempt.finish(classify_error(error_kind(e), type(e).__name__))
+            except UpstreamError as e:
+                attempt.finish(classify_error(e.kind, e.detail))
+                return None
+            except ValueError as e:  # a header that cannot be sent
+                attempt.finish(classify_error(ErrorKind.PROTOCOL, str(e)))
                 return None
             async with upstream:
                 attempt.headers_at = time.perf_counter()
@@ -322,47 +364,41 @@ class Exchange:
             proxy.in_flight[target.key] -= 1
             proxy.metrics.child(proxy.metrics.in_flight, namespace, name).dec()
 
-    def _headers(self, candidate: Candidate) -> dict[str, str]:
-        headers = {k: v for k, v in self.request.headers.items() if k.lower() not in NOT_FORWARDED}
-        headers["Content-Type"] = "application/json"
-        headers.update(auth_headers(candidate.target.spec.provider, candidate.target.api_key))
+    def _headers(self, wire: Wire) -> list[tuple[str, str]]:
+        """The client's own headers (not its credentials, nor hop-by-hop ones), then ours."""
+        headers = [
+            (k, v) for k, v in self.request.headers.items() if k.lower() not in NOT_FORWARDED
+        ]
+        headers += wire.headers
         return headers
 
-    async def _buffered(
-        self, upstream: aiohttp.ClientResponse, attempt: _Recorder
-    ) -> _Reply | None:
+    async def _buffered(self, upstream: Response, attempt: _Recorder) -> _Reply | None:
         try:
-            async with asyncio.timeout(attempt.time_left()):
-                body = await upstream.read()
+            body = await upstream.read(attempt.time_left())
         except TimeoutError:
             attempt.finish(classify_error(ErrorKind.TOTAL_TIMEOUT))
             return None
-        except (aiohttp.ClientError, OSError) as e:
-            attempt.finish(classify_error(error_kind(e), type(e).__name__))
+        except UpstreamError as e:
+            attempt.finish(classify_error(e.kind, e.detail))
             return None
         outcome = classify_status(
             upstream.status,
             attempt.candidate.target.policy,
-            retry_after=upstream.headers.get("Retry-After"),
+            retry_after=upstream.headers.get("retry-after"),
             now=time.time(),
         )
         attempt.finish(outcome, first_byte=attempt.headers_at)
         if outcome.kind is OutcomeKind.SUCCESS:
             self._count_tokens(attempt.candidate, body)
         final = outcome.kind in (OutcomeKind.SUCCESS, OutcomeKind.IGNORED)
-        return _Reply(upstream.status, body, dict(upstream.headers), final)
+        return _Reply(upstream.status, body, upstream.headers, final)
 
     def _count_tokens(self, candidate: Candidate, body: bytes) -> None:
         """Token usage from an OpenAI-style body, into the log record and the metric. The
         ``usage`` object comes last: search the tail, rather than parse the whole body."""
-        start = body.rfind(b'"usage"')
-        if start < 0:
+        tokens = usage_tokens(body)
+        if tokens is None:
             return
-        tail = body[start:]
-        tokens: dict[str, int | None] = {}
-        for kind, pattern in (("input", _PROMPT_TOKENS), ("output", _COMPLETION_TOKENS)):
-            match = pattern.search(tail)
-            tokens[kind] = int(match.group(1)) if match else None
         self.record["tokens"] = tokens
         namespace, name = candidate.target.key
         metrics = self.proxy.metrics
@@ -370,16 +406,15 @@ class Exchange:
             if count:
                 metrics.child(metrics.tokens, namespace, name, kind).inc(count)
 
-    async def _streamed(self, upstream: aiohttp.ClientResponse, attempt: _Recorder) -> None:
+    async def _streamed(self, upstream: Response, attempt: _Recorder) -> None:
         """Returns only if the stream failed before its first byte; else raises _Committed."""
         try:
-            async with asyncio.timeout(attempt.first_token_left()):
-                first = await upstream.content.readany()
+            first = await upstream.readany(attempt.first_token_left())
         except TimeoutError:
             attempt.finish(classify_error(ErrorKind.FIRST_TOKEN_TIMEOUT))
             return
-        except (aiohttp.ClientError, OSError) as e:
-            attempt.finish(classify_error(error_kind(e), type(e).__name__))
+        except UpstreamError as e:
+            attempt.finish(classify_error(e.kind, e.detail))
             return
         if not first:
             attempt.finish(classify_error(ErrorKind.STREAM_CUT, "closed before the first byte"))
@@ -389,7 +424,7 @@ class Exchange:
         response = web.StreamResponse(
             status=200,
             headers={
-                "Content-Type": upstream.headers.get("Content-Type", "text/event-stream"),
+                "Content-Type": upstream.headers.get("content-type", "text/event-stream"),
                 "Cache-Control": "no-cache",
                 "x-sluice-upstream": attempt.candidate.target.name,
                 "x-sluice-attempts": str(len(self.attempts)),
@@ -426,7 +461,7 @@ class Exchange:
 
     async def _relay(
         self,
-        upstream: aiohttp.ClientResponse,
+        upstream: Response,
         response: web.StreamResponse,
         attempt: _Recorder,
         first: bytes,
@@ -436,13 +471,12 @@ class Exchange:
         while True:
             left = attempt.time_left()
             try:
-                async with asyncio.timeout(min(idle, left)):
-                    chunk = await upstream.content.readany()
+                chunk = await upstream.readany(min(idle, left))
             except TimeoutError:
                 kind = ErrorKind.STREAM_IDLE_TIMEOUT if idle < left else ErrorKind.TOTAL_TIMEOUT
                 raise _StreamBroke(classify_error(kind)) from None
-            except (aiohttp.ClientError, OSError) as e:
-                raise _StreamBroke(classify_error(ErrorKind.STREAM_CUT, type(e).__name__)) from None
+            except UpstreamError as e:
+                raise _StreamBroke(classify_error(ErrorKind.STREAM_CUT, e.detail)) from None
             if not chunk:
                 # An OpenAI stream ends with [DONE]; a clean close before it is a cut.
                 if b"[DONE]" not in tail and first.startswith(b"data:"):
@@ -466,7 +500,7 @@ class _Recorder:
         self.attempt = Attempt(upstream=candidate.target.name)
         exchange.attempts.append(self.attempt)
         timeouts = candidate.target.spec.timeouts
-        self._first_token = parse_duration(timeouts.first_token)
+        self.first_token = parse_duration(timeouts.first_token)
         # The route's perTryTimeout caps the upstream's own total timeout.
         self.total = parse_duration(timeouts.total)
         if per_try is not None:
@@ -476,7 +510,7 @@ class _Recorder:
         return max(0.001, self.total - (time.perf_counter() - self.started))
 
     def first_token_left(self) -> float:
-        return max(0.001, self._first_token - (time.perf_counter() - self.started))
+        return max(0.001, self.first_token - (time.perf_counter() - self.started))
 
     def finish(self, outcome: Outcome, *, first_byte: float | None = None) -> None:
         proxy, target = self.exchange.proxy, self.candidate.target

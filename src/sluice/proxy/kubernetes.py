@@ -24,7 +24,7 @@ import pydantic
 from aiohttp import web
 
 from sluice.kube import Kube, KubeError
-from sluice.proxy.server import Proxy, create_app
+from sluice.proxy.server import AccessLog, Proxy, create_app
 from sluice.proxy.table import Key, Table, build_table
 from sluice.resources import parse
 from sluice.resources.models import GROUP, VERSION, BreakerPolicy, ModelRoute, Upstream
@@ -46,6 +46,7 @@ class KubernetesOptions:
     admin_token: str | None = None
     secret_ttl: float = 60.0
     default_policy: str = "default"
+    access_log: AccessLog | None = None  # None: no access log
 
 
 def _key(obj: dict[str, Any]) -> Key:
@@ -169,7 +170,7 @@ class KubernetesSource:
 
 def build(options: KubernetesOptions) -> web.Application:
     """The proxy's app, fed by the watch; it starts serving once the first table is built."""
-    proxy = Proxy(table=Table(), admin_token=options.admin_token)
+    proxy = Proxy(table=Table(), admin_token=options.admin_token, access_log=options.access_log)
     state: dict[str, Kube] = {}
 
     async def admin(key: Key, action: str) -> None:

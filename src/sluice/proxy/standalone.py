@@ -21,7 +21,7 @@ from sluice.core import State
 from sluice.core.policy import parse_duration
 from sluice.probe import probe
 from sluice.proxy import manifests
-from sluice.proxy.server import Proxy, create_app
+from sluice.proxy.server import AccessLog, Proxy, create_app
 from sluice.proxy.table import Key
 
 __all__ = ["StandaloneOptions", "build"]
@@ -35,6 +35,7 @@ class StandaloneOptions:
     admin_token: str | None = None
     reload_interval: float = 2.0
     default_policy: str = "default"
+    access_log: AccessLog | None = None  # None: no access log
 
 
 async def _probe_forever(proxy: Proxy, key: Key) -> None:
@@ -92,7 +93,7 @@ async def _reload_forever(proxy: Proxy, probes: _Probes, options: StandaloneOpti
 def build(options: StandaloneOptions) -> web.Application:
     """The app: the proxy, plus in-process probes and reloading while it runs."""
     table = manifests.load(options.paths, default_policy=options.default_policy)
-    proxy = Proxy(table=table, admin_token=options.admin_token)
+    proxy = Proxy(table=table, admin_token=options.admin_token, access_log=options.access_log)
 
     async def admin(key: Key, action: str) -> None:
         breaker = proxy.breakers.get(key)

@@ -28,6 +28,7 @@ from sluice.resources.models import (
 __all__ = ["Candidate", "Key", "Resolved", "RouteEntry", "Table", "Target", "build_table"]
 
 Key = tuple[str, str]  # (namespace, name)
+PLAN_CACHE_SIZE = 10_000
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,10 @@ class Resolved:
     entry: RouteEntry | None
 
 
+# A model's route label, its route, and its candidates in groups (see Table.resolve).
+_Plan = tuple[str, RouteEntry | None, list[tuple[RouteEntry | None, tuple[Candidate, ...]]]]
+
+
 @dataclass
 class Table:
     targets: dict[Key, Target] = field(default_factory=dict)
@@ -102,6 +107,7 @@ class Table:
     problems: list[str] = field(default_factory=list)
     # Upstreams' labels, for routes' upstreamSelector.
     labels: dict[Key, Mapping[str, str]] = field(default_factory=dict)
+    _plans: dict[str, _Plan] = field(default_factory=dict, repr=False, compare=False)
 
     def models(self) -> list[str]:
         """Client-facing model names: every model an upstream lists, and exact route names."""
@@ -129,7 +135,24 @@ class Table:
         order: Callable[[RouteEntry | None, list[Candidate]], list[Candidate]],
     ) -> Resolved:
         """Candidates for ``model``: its route's targets (ordered by ``order``), then those of
-        its fallback models; without a route, every upstream listing it, cheapest first."""
+        its fallback models; without a route, every upstream listing it, cheapest first.
+
+        Which routes and targets serve a model is worked out once per model and table (a
+        table is never changed once built); only the ordering runs per request."""
+        plan = self._plans.get(model)
+        if plan is None:
+            if len(self._plans) >= PLAN_CACHE_SIZE:  # model names come from clients: bounded
+                self._plans.clear()
+            plan = self._plans[model] = self._plan(model)
+        route, entry, groups = plan
+        candidates: list[Candidate] = []
+        for group_route, group in groups:
+            candidates.extend(order(group_route, list(group)) if group_route else group)
+        return Resolved(route=route, candidates=candidates, entry=entry)
+
+    def _plan(self, model: str) -> _Plan:
+        """The route label, the route, and groups of candidates in the order resolve() tries
+        them: a route's group is ordered per request; an implicit one is cheapest first."""
         entry = self.route_for(model)
         if entry is None:
             listed = [
@@ -138,15 +161,15 @@ class Table:
                 if (served := t.serves(model)) is not None
             ]
             listed.sort(key=lambda c: (c.target.cost(model), c.priority, c.target.key))
-            return Resolved(
-                route=f"implicit:{model}" if listed else "none", candidates=listed, entry=None
-            )
-        candidates: list[Candidate] = []
+            if not listed:
+                return "none", None, []
+            return f"implicit:{model}", None, [(None, tuple(listed))]
+        groups: list[tuple[RouteEntry | None, tuple[Candidate, ...]]] = []
         seen_models = {model}
         queue: list[tuple[str, RouteEntry]] = [(model, entry)]
         while queue:
             requested, route = queue.pop(0)
-            candidates.extend(order(route, self._targets_of(route, requested)))
+            groups.append((route, tuple(self._targets_of(route, requested))))
             for fallback in route.spec.fallback_models or ():
                 if fallback in seen_models:
                     continue  # a cycle through several routes: each model is tried once
@@ -155,9 +178,8 @@ class Table:
                 if fallback_route is not None:
                     queue.append((fallback, fallback_route))
                 else:
-                    implicit = self.resolve(fallback, order=order).candidates
-                    candidates.extend(implicit)
-        return Resolved(route=f"{entry.key[0]}/{entry.key[1]}", candidates=candidates, entry=entry)
+                    groups.extend(self._plan(fallback)[2])
+        return f"{entry.key[0]}/{entry.key[1]}", entry, groups
 
     def _targets_of(self, route: RouteEntry, requested: str) -> list[Candidate]:
         namespace = route.key[0]
@@ -279,8 +301,14 @@ def build_table(
                     f'Upstream {namespace}/{key[1]}: credentials secret "{ref_.name}" key '
                     f'"{ref_.key}" not found'
                 )
+            elif any(c in data[ref_.key].strip() for c in "\r\n"):
+                table.problems.append(
+                    f'Upstream {namespace}/{key[1]}: credentials secret "{ref_.name}" key '
+                    f'"{ref_.key}" contains a line break; it is not used'
+                )
             else:
-                api_key = data[ref_.key]
+                # `echo key | base64` leaves a newline: a header value cannot carry it.
+                api_key = data[ref_.key].strip()
         cluster_state, open_until = _cluster_state((statuses or {}).get(key))
         table.targets[key] = Target(
             key, spec, api_key, policy, policy_name, cluster_state, open_until

@@ -6,7 +6,14 @@ import random
 from collections import Counter
 from typing import Any
 
-from sluice.proxy.table import Candidate, RouteEntry, Table, build_table, order_candidates
+from sluice.proxy.table import (
+    PLAN_CACHE_SIZE,
+    Candidate,
+    RouteEntry,
+    Table,
+    build_table,
+    order_candidates,
+)
 from sluice.resources import parse
 
 
@@ -200,3 +207,47 @@ def test_weighted_picks_first_in_proportion_to_weight() -> None:
 
     assert 0.75 < firsts["b"] / 2000 < 0.85  # weight 80 of 100
     assert sorted(order("Weighted", rng=rng)) == ["a", "b", "c"]  # everyone is still a candidate
+
+
+def test_the_per_model_plan_is_reused_but_the_order_runs_per_request() -> None:
+    t = table(
+        upstream("a", ["m1"]),
+        upstream("b", ["m1"]),
+        route("r", ["m1"], [{"upstream": "a"}, {"upstream": "b"}]),
+    )
+    calls: list[list[str]] = []
+
+    def rotate(route: RouteEntry | None, candidates: list[Candidate]) -> list[Candidate]:
+        calls.append(names(candidates))
+        shift = len(calls) % len(candidates)
+        return candidates[shift:] + candidates[:shift]
+
+    orders = [names(t.resolve("m1", order=rotate).candidates) for _ in range(3)]
+
+    assert orders == [["b", "a"], ["a", "b"], ["b", "a"]]
+    assert calls == [["a", "b"]] * 3  # every request sees the route's targets afresh
+
+
+def test_the_plan_cache_is_bounded_against_made_up_model_names() -> None:
+    t = table(upstream("a", ["m1"]))
+    for n in range(PLAN_CACHE_SIZE + 10):
+        assert t.resolve(f"made-up-{n}", order=as_is).candidates == []
+
+    assert len(t._plans) <= PLAN_CACHE_SIZE
+    assert names(t.resolve("m1", order=as_is).candidates) == ["a"]
+
+
+def test_a_secret_with_a_trailing_newline_is_trimmed_and_one_inside_refused() -> None:
+    def keyed(name: str) -> dict[str, Any]:
+        document = upstream(name, ["m1"])
+        document["spec"]["credentials"] = {"secretRef": {"name": f"{name}-key", "key": "k"}}
+        return document
+
+    t = build_table(
+        [parse(keyed("trailing")), parse(keyed("inside"))],
+        {("default", "trailing-key"): {"k": "sk-abc\n"}, ("default", "inside-key"): {"k": "a\nb"}},
+    )
+
+    assert t.targets[("default", "trailing")].api_key == "sk-abc"
+    assert t.targets[("default", "inside")].api_key is None
+    assert any("line break" in p and "inside" in p for p in t.problems)
