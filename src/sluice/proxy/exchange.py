@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import orjson
 from aiohttp import web
 
 from sluice.core import (
@@ -326,7 +327,7 @@ class Exchange:
             data = (
                 self.raw
                 if candidate.model == self.body["model"]
-                else json.dumps({**self.body, "model": candidate.model}).encode()
+                else orjson.dumps({**self.body, "model": candidate.model})
             )
             wire = proxy.wire(target)
             try:

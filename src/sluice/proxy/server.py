@@ -9,7 +9,6 @@ breakers. Every API request writes one JSON line to the :class:`AccessLog`.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import aiohttp
+import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -46,11 +46,10 @@ class AccessLog:
         self.stream = stream
         self.batch = batch
         self._lines: list[str] = []
-        self._dumps = json.JSONEncoder(separators=(",", ":")).encode
 
     def write(self, record: dict[str, Any]) -> None:
         lines = self._lines
-        lines.append(self._dumps(record))
+        lines.append(orjson.dumps(record).decode())
         if len(lines) >= self.batch:
             self.flush()
 
@@ -178,8 +177,8 @@ async def handle_api(request: web.Request) -> web.StreamResponse:
     try:
         raw = await request.read()
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
             response = error_response(
                 400, "the request body is not valid JSON", "invalid_request_error"
             )
