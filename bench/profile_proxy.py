@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/profile_proxy.py [--duration 10] [--connections 32] [--loop auto]
 
-Same setup as ``gateways.py`` (proxy pinned to core 0; wrk and an nginx upstream on core 1).
+Same setup as ``harness.py`` (proxy pinned to core 0; wrk and an nginx upstream on core 1).
 py-spy is installed into the benchmark cache, never as a project dependency. Prints the
 functions with the most samples on-CPU by themselves ("self") and with their callees
 ("total"), as shares of all samples, and writes the folded stacks next to the report.
@@ -18,13 +18,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-import gateways
+import harness
 
 PY_SPY = "py-spy==0.4.3"
 
 
 def ensure_py_spy() -> Path:
-    venv = gateways.tools_venv(PY_SPY)
+    venv = harness.tools_venv(PY_SPY)
     return venv / "bin" / "py-spy"
 
 
@@ -61,12 +61,12 @@ def main() -> None:
     py_spy = ensure_py_spy()
     with tempfile.TemporaryDirectory(prefix="sluice-profile-") as tmp:
         directory = Path(tmp)
-        with gateways.nginx_upstream(directory) as upstream_port:
-            argv, port = gateways.sluice_argv(directory, upstream_port, loop=args.loop)
-            with gateways.process(argv, gateways.PROXY_CORE, directory / "proxy.log") as pgid:
-                gateways.wait_for_port(port, timeout=60)
-                script = gateways.lua_script(directory / "post.lua", {})
-                gateways.run_wrk(port, 8, 2, script)
+        with harness.nginx_upstream(directory) as upstream_port:
+            argv, port = harness.sluice_argv(directory, upstream_port, loop=args.loop)
+            with harness.process(argv, harness.PROXY_CORE, directory / "proxy.log") as pgid:
+                harness.wait_for_port(port, timeout=60)
+                script = harness.lua_script(directory / "post.lua", {})
+                harness.run_wrk(port, 8, 2, script)
                 spy = subprocess.Popen(
                     [
                         str(py_spy),
@@ -86,7 +86,7 @@ def main() -> None:
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
-                result = gateways.run_wrk(port, args.connections, args.duration, script)
+                result = harness.run_wrk(port, args.connections, args.duration, script)
                 spy.wait(timeout=args.duration + 30)
     print(f"wrk: {result[0]:.0f} req/s (slowed down by the sampling)", file=sys.stderr)
     print(summarize(args.output, args.top))

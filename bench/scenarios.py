@@ -1,0 +1,396 @@
+"""The scenarios beyond throughput: latency at a fixed rate, streams, failover, memory.
+
+Each starts its targets one at a time, pinned like the throughput runs (proxy on the proxy
+core; fake upstreams, wrk, hey and bench/loadgen.py on the load core), and returns plain
+dicts that gateways.py turns into the report and plots.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from harness import (
+    LITELLM,
+    LOAD_CORE,
+    PROXY_CORE,
+    ROOT,
+    Target,
+    ensure_litellm,
+    ensure_portkey,
+    free_port,
+    lua_script,
+    nginx_conf,
+    nginx_upstream,
+    process,
+    run_wrk,
+    targets,
+    wait_for_port,
+)
+
+LOADFAKE = ROOT / "bench" / "loadfake.py"
+LOADGEN = ROOT / "bench" / "loadgen.py"
+BODY = '{"model":"m1","messages":[{"role":"user","content":"hi"}]}'
+
+
+@contextlib.contextmanager
+def loadfake(directory: Path, name: str, *options: str) -> Iterator[tuple[int, int]]:
+    """bench/loadfake.py on the load core; yields (port, pid)."""
+    port = free_port()
+    argv = [sys.executable, str(LOADFAKE), str(port), *options]
+    with process(argv, LOAD_CORE, directory / f"fake-{name}-{port}.log") as pid:
+        wait_for_port(port)
+        yield port, pid
+
+
+def loadgen(*args: str, timeout: float = 120) -> dict[str, Any]:
+    output = subprocess.run(
+        ["taskset", "-c", LOAD_CORE, sys.executable, str(LOADGEN), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=timeout,
+    ).stdout
+    return dict(json.loads(output))
+
+
+def header_args(headers: dict[str, str]) -> list[str]:
+    return [arg for k, v in headers.items() for arg in ("--header", f"{k}:{v}")]
+
+
+@contextlib.contextmanager
+def running(name: str, spec: Target, directory: Path, missing: dict[str, str]) -> Iterator[int]:
+    """Start a target on the proxy core; yields its process group, or nothing if it failed
+    (the reason goes to ``missing``)."""
+    argv, port, _, env = spec
+    log = directory / f"{port}.log"
+    try:
+        with process(argv, PROXY_CORE, log, env) as pgid:
+            wait_for_port(port, timeout=60)
+            yield pgid
+    except (RuntimeError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
+        tail = log.read_text(errors="replace")[-400:] if log.exists() else ""
+        missing[name] = f"did not run: {e}; {tail}"
+
+
+def _selected(every: dict[str, Target | None], only: list[str]) -> dict[str, Target | None]:
+    return {k: v for k, v in every.items() if not only or any(o in k for o in only)}
+
+
+# -- latency at a fixed rate (hey) --------------------------------------------------------------
+
+
+def run_hey(port: int, rate: float, duration: int, headers: dict[str, str]) -> dict[str, float]:
+    """hey at ``rate`` requests/s in all: 16 workers, each rate-limited, so answers faster than
+    a worker's period never slow the offered load."""
+    workers = 16
+    argv = ["taskset", "-c", LOAD_CORE, "hey", "-z", f"{duration}s", "-c", str(workers)]
+    argv += ["-q", f"{rate / workers:.2f}", "-m", "POST", "-T", "application/json", "-d", BODY]
+    for k, v in headers.items():
+        argv += ["-H", f"{k}: {v}"]
+    output = subprocess.run(
+        [*argv, f"http://127.0.0.1:{port}/v1/chat/completions"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=duration + 60,
+    ).stdout
+
+    def percentile(p: int) -> float:
+        match = re.search(rf"\s{p}% in ([\d.]+) secs", output)
+        assert match, output
+        return float(match.group(1)) * 1000
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    ok = re.search(r"\[200\]\s+(\d+) responses", output)
+    total = sum(int(n) for n in re.findall(r"\[\d+\]\s+(\d+) responses", output))
+    errors = sum(int(n) for n in re.findall(r"\]\s+(\d+) errors", output))
+    return {
+        "rps": float(rps.group(1)) if rps else 0.0,
+        "p50_ms": percentile(50),
+        "p99_ms": percentile(99),
+        "errors": total - (int(ok.group(1)) if ok else 0) + errors,
+    }
+
+
+def open_loop(
+    directory: Path,
+    missing: dict[str, str],
+    only: list[str],
+    saturation: dict[str, float],
+    duration: int,
+) -> list[dict[str, Any]]:
+    """Each proxy at half of its own saturation (closed-loop, 32 connections, this run), and
+    the upstream directly at the same rate, one right after the other."""
+    found: list[dict[str, Any]] = []
+    with nginx_upstream(directory) as upstream_port:
+        every = _selected(targets(directory, upstream_port, missing), only)
+        for name, spec in every.items():
+            if spec is None or name not in saturation:
+                continue
+            rate = saturation[name] / 2
+            print(f"== open loop: {name} at {rate:.0f} req/s", file=sys.stderr, flush=True)
+            direct = run_hey(upstream_port, rate, duration, {})
+            with running(name, spec, directory, missing):
+                run_wrk(spec[1], 8, 1, lua_script(directory / "warm.lua", spec[2]))
+                proxied = run_hey(spec[1], rate, duration, spec[2])
+                found.append({"target": name, "rate": rate, "direct": direct, "proxied": proxied})
+    return found
+
+
+# -- streams ----------------------------------------------------------------------------------
+
+
+def streams(
+    directory: Path, missing: dict[str, str], only: list[str], duration: int
+) -> list[dict[str, Any]]:
+    """16 connections streaming back to back: 20 chunks 10 ms apart from the fake."""
+    found: list[dict[str, Any]] = []
+    with loadfake(directory, "streams", "--chunks", "20", "--chunk-interval-ms", "10") as (
+        upstream_port,
+        _,
+    ):
+        every = _selected(targets(directory, upstream_port, missing), only)
+        for name, spec in every.items():
+            print(f"== streams: {name}", file=sys.stderr, flush=True)
+            args = ["stream", "--connections", "16", "--duration", str(duration)]
+            if spec is None:
+                result = loadgen(*args, f"http://127.0.0.1:{upstream_port}/v1/chat/completions")
+                found.append({"target": name, **result})
+                continue
+            with running(name, spec, directory, missing):
+                url = f"http://127.0.0.1:{spec[1]}/v1/chat/completions"
+                loadgen(
+                    "stream", url, "--connections", "4", "--duration", "1", *header_args(spec[2])
+                )
+                found.append({"target": name, **loadgen(*args, url, *header_args(spec[2]))})
+    return found
+
+
+# -- memory -----------------------------------------------------------------------------------
+
+
+def memory(directory: Path, missing: dict[str, str], only: list[str]) -> list[dict[str, Any]]:
+    """RSS per idle keep-alive connection and per stream in flight (streams that last 15 s)."""
+    found: list[dict[str, Any]] = []
+    with loadfake(directory, "memory", "--chunks", "3", "--chunk-interval-ms", "5000") as (
+        upstream_port,
+        _,
+    ):
+        every = _selected(targets(directory, upstream_port, missing), only)
+        for name, spec in every.items():
+            if spec is None:
+                continue
+            print(f"== memory: {name}", file=sys.stderr, flush=True)
+            with running(name, spec, directory, missing) as pgid:
+                url = f"http://127.0.0.1:{spec[1]}/v1/chat/completions"
+                result = loadgen(
+                    "memory", url, "--pgid", str(pgid), "--idle", "500", "--active", "200",
+                    *header_args(spec[2]),
+                )  # fmt: skip
+                found.append({"target": name, **result})
+    return found
+
+
+# -- failover ---------------------------------------------------------------------------------
+
+
+def failover_targets(
+    directory: Path, ports: list[int], missing: dict[str, str]
+) -> dict[str, Target]:
+    """Each gateway spreading requests over three upstreams in turn, retrying elsewhere on a
+    failure, with its own way of taking a failing upstream out (as close to Sluice's default
+    policy, 5 failures then 30 s out, as each allows)."""
+    found: dict[str, Target] = {}
+    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    manifest = directory / "failover.yaml"
+    documents = [
+        "apiVersion: sluice.dev/v1alpha1\nkind: Upstream\n"
+        f"metadata: {{name: up{i}}}\nspec: {{provider: openai-compatible, baseURL: '{url}/v1', "
+        "models: [{name: m1}]}\n"
+        for i, url in enumerate(urls)
+    ]
+    documents.append(
+        "apiVersion: sluice.dev/v1alpha1\nkind: ModelRoute\nmetadata: {name: m1}\nspec:\n"
+        "  models: [m1]\n  strategy: RoundRobin\n"
+        f"  targets: [{', '.join(f'{{upstream: up{i}}}' for i in range(len(urls)))}]\n"
+        "  retry: {maxAttempts: 3}\n"
+    )
+    manifest.write_text("---\n".join(documents))
+    port = free_port()
+    found["sluice proxy (standalone)"] = (
+        [str(Path(sys.executable).parent / "sluice"), "proxy", "--manifests", str(manifest),
+         "--port", str(port)],
+        port, {}, {},
+    )  # fmt: skip
+    port = free_port()
+    conf = directory / "nginx-failover.conf"
+    servers = " ".join(f"server 127.0.0.1:{p} max_fails=5 fail_timeout=30s;" for p in ports)
+    conf.write_text(
+        nginx_conf(
+            directory,
+            f"  upstream up {{ {servers} keepalive 256; }}\n"
+            f"  server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://up; "
+            'proxy_http_version 1.1; proxy_set_header Connection ""; '
+            "proxy_next_upstream error timeout http_502 http_503 non_idempotent; } }",
+        )
+    )
+    found["nginx 1 worker"] = (["nginx", "-c", str(conf)], port, {}, {})
+    port = free_port()
+    conf = directory / "haproxy-failover.cfg"
+    servers = "".join(
+        f"  server up{i} 127.0.0.1:{p} check inter 2s fall 3 rise 2 "
+        "observe layer7 error-limit 5 on-error mark-down\n"
+        for i, p in enumerate(ports)
+    )
+    conf.write_text(
+        "global\n  nbthread 1\n  maxconn 8000\ndefaults\n  mode http\n"
+        "  timeout connect 2s\n  timeout client 60s\n  timeout server 60s\n"
+        "  option http-no-delay\n  retries 3\n  option redispatch 1\n  retry-on conn-failure empty-response\n"
+        f"frontend f\n  bind 127.0.0.1:{port}\n  default_backend b\n"
+        f"backend b\n  balance roundrobin\n  http-reuse always\n"
+        # HTTP health checks: a TCP check would pass against the tombstone, which accepts.
+        f"  option httpchk GET /v1/models\n{servers}"
+    )
+    found["haproxy 1 thread"] = (["haproxy", "-f", str(conf), "-db"], port, {}, {})
+    try:
+        litellm = ensure_litellm()
+    except (subprocess.SubprocessError, OSError) as e:
+        missing["LiteLLM proxy (failover)"] = f"could not be installed: {e}"
+    else:
+        port = free_port()
+        conf = directory / "litellm-failover.yaml"
+        deployments = "".join(
+            "  - model_name: m1\n    litellm_params:\n      model: openai/m1\n"
+            f"      api_base: {url}/v1\n      api_key: sk-bench-upstream\n"
+            for url in urls
+        )
+        conf.write_text(
+            f"model_list:\n{deployments}"
+            "router_settings:\n  routing_strategy: simple-shuffle\n  num_retries: 2\n"
+            "  allowed_fails: 5\n  cooldown_time: 30\n"
+            "general_settings:\n  master_key: sk-bench\n"
+        )
+        found[f"LiteLLM proxy ({LITELLM.split('==')[1]})"] = (
+            [str(litellm), "--config", str(conf), "--host", "127.0.0.1", "--port", str(port),
+             "--num_workers", "1"],
+            port,
+            {"Authorization": "Bearer sk-bench"},
+            {"LITELLM_MASTER_KEY": "sk-bench", "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+        )  # fmt: skip
+    try:
+        portkey = ensure_portkey()
+    except (subprocess.SubprocessError, OSError) as e:
+        missing["Portkey gateway (failover)"] = f"could not be installed: {e}"
+    else:
+        port = free_port()
+
+        def target(url: str) -> dict[str, Any]:
+            return {
+                "provider": "openai",
+                "api_key": "sk-bench-upstream",
+                "custom_host": url + "/v1",
+            }
+
+        # Round robin with failover: load-balance over three fallback chains, one per start.
+        rotations = [urls[i:] + urls[:i] for i in range(len(urls))]
+        config = {
+            "strategy": {"mode": "loadbalance"},
+            "targets": [
+                {"strategy": {"mode": "fallback"}, "targets": [target(u) for u in rotation]}
+                for rotation in rotations
+            ],
+        }
+        found["Portkey gateway"] = (
+            ["node", str(portkey), f"--port={port}"],
+            port,
+            {"x-portkey-config": json.dumps(config, separators=(",", ":"))},
+            {},
+        )
+    return found
+
+
+def failover(
+    directory: Path,
+    missing: dict[str, str],
+    only: list[str],
+    *,
+    rate: float = 200,
+    duration: float = 12,
+    kill_at: float = 4,
+) -> list[dict[str, Any]]:
+    """Three upstreams, one dies at ``kill_at``; ``rate`` requests/s, open loop."""
+    found: list[dict[str, Any]] = []
+    names = list(failover_targets(directory, [1, 2, 3], {}))
+    for name in names:
+        if only and not any(o in name for o in only):
+            continue
+        print(f"== failover: {name}", file=sys.stderr, flush=True)
+        with contextlib.ExitStack() as stack:
+            fakes = [
+                stack.enter_context(loadfake(directory, f"f{i}", "--delay-ms", "5"))
+                for i in range(3)
+            ]
+            spec = failover_targets(directory, [p for p, _ in fakes], missing).get(name)
+            if spec is None:
+                continue
+            with running(name, spec, directory, missing):
+                run_wrk(spec[1], 4, 1, lua_script(directory / "warm.lua", spec[2]))
+                dead_port, dead_pid = fakes[1]
+                result = loadgen(
+                    "failover", f"http://127.0.0.1:{spec[1]}/v1/chat/completions",
+                    "--rate", str(rate), "--duration", str(duration), "--kill-at", str(kill_at),
+                    "--kill-pid", str(dead_pid), "--dead-port", str(dead_port),
+                    *header_args(spec[2]),
+                )  # fmt: skip
+        found.append({"target": name, **summarize_failover(result)})
+    return found
+
+
+def summarize_failover(result: dict[str, Any]) -> dict[str, Any]:
+    requests = result["requests"]
+    killed = float(result["killed_at"] or 0)
+    after = [r for r in requests if r[0] >= killed]
+    event = [r for r in requests if killed <= r[0] < killed + 2]
+    late_hits = [t for t in result["dead_hits"] if t >= killed + 1]
+
+    def p99(rows: list[list[Any]]) -> float | None:
+        latencies = sorted(r[1] for r in rows)
+        return (
+            latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))] if rows else None
+        )
+
+    buckets: dict[int, list[list[Any]]] = {}
+    for row in requests:
+        buckets.setdefault(int(row[0] * 4), []).append(row)  # 250 ms
+    hits: dict[int, int] = {}
+    for t in result["dead_hits"]:
+        hits[int(t * 4)] = hits.get(int(t * 4), 0) + 1
+    timeline = [
+        {
+            "t": key / 4,
+            "ok_per_s": sum(1 for r in rows if r[2]) * 4,
+            "errors_per_s": sum(1 for r in rows if not r[2]) * 4,
+            "p99_ms": p99(rows),
+            "dead_hits_per_s": hits.get(key, 0) * 4,
+        }
+        for key, rows in sorted(buckets.items())
+    ]
+    return {
+        "rate": result["rate"],
+        "killed_at": killed,
+        "requests": len(requests),
+        "errors": sum(1 for r in requests if not r[2]),
+        "errors_after_kill": sum(1 for r in after if not r[2]),
+        "p99_ms": p99(requests),
+        "p99_event_ms": p99(event),
+        "dead_hits": len(result["dead_hits"]),
+        "dead_hits_after_1s": len(late_hits),
+        "timeline": timeline,
+    }
