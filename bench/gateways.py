@@ -250,7 +250,9 @@ def report(
             "one upstream is killed and a tombstone takes its port, resetting and counting "
             "every connection: the requests each gateway still sends to the dead upstream. "
             "Configurations: bench/scenarios.py `failover_targets` (each as close to Sluice's "
-            "default policy, 5 failures then 30 s out, as it allows).",
+            "default policy, 5 failures then 30 s out, as it allows). A gateway that saturates below "
+            "200 requests/s (see above) is overloaded here: its errors and latency are overload, "
+            "not failover.",
             "",
             "| target | requests | client errors | p99 ms | p99 in the 2 s after the kill "
             "| sent to the dead upstream | of which after the first second |",
