@@ -17,22 +17,9 @@ import re
 
 import httptools
 
-COMPLETION = json.dumps(
-    {
-        "id": "chatcmpl-bench",
-        "object": "chat.completion",
-        "created": 0,
-        "model": "m1",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": "hello"},
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-    }
-).encode()
+import harness
+
+COMPLETION = harness.COMPLETION.encode()  # the same answer nginx gives in the throughput runs
 CHUNK = (
     b"data: "
     + json.dumps(

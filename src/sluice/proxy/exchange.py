@@ -337,6 +337,10 @@ class Exchange:
                     self._headers(wire),
                     len(data),
                 )
+            except ValueError as e:  # a header that cannot be sent
+                attempt.finish(classify_error(ErrorKind.PROTOCOL, str(e)))
+                return None
+            try:
                 upstream = await proxy.client.post(
                     wire.endpoint,
                     head,
@@ -351,9 +355,6 @@ class Exchange:
                 return None
             except UpstreamError as e:
                 attempt.finish(classify_error(e.kind, e.detail))
-                return None
-            except ValueError as e:  # a header that cannot be sent
-                attempt.finish(classify_error(ErrorKind.PROTOCOL, str(e)))
                 return None
             async with upstream:
                 attempt.headers_at = time.perf_counter()
@@ -395,8 +396,7 @@ class Exchange:
         return _Reply(upstream.status, body, upstream.headers, final)
 
     def _count_tokens(self, candidate: Candidate, body: bytes) -> None:
-        """Token usage from an OpenAI-style body, into the log record and the metric. The
-        ``usage`` object comes last: search the tail, rather than parse the whole body."""
+        """Token usage (see usage_tokens) into the log record and the metric."""
         tokens = usage_tokens(body)
         if tokens is None:
             return

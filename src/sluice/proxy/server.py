@@ -39,8 +39,8 @@ STREAMABLE = frozenset({"/v1/chat/completions", "/v1/completions"})
 class AccessLog:
     """One JSON object per API request, a line each, written to ``stream`` in batches: when
     ``batch`` lines are waiting, and at least every half second while the app runs (and at
-    exit). Not a ``logging`` logger: its record machinery cost a tenth of the proxy's CPU,
-    and log collectors want the bare JSON lines anyway."""
+    exit). Not a ``logging`` logger: its record machinery took about 6% of the proxy's
+    profile samples, and log collectors want the bare JSON lines anyway."""
 
     def __init__(self, stream: TextIO, *, batch: int = 512) -> None:
         self.stream = stream

@@ -301,14 +301,14 @@ def build_table(
                     f'Upstream {namespace}/{key[1]}: credentials secret "{ref_.name}" key '
                     f'"{ref_.key}" not found'
                 )
-            elif any(c in data[ref_.key].strip() for c in "\r\n"):
+            # `echo key | base64` leaves a newline: a header value cannot carry it.
+            elif any(c in (value := data[ref_.key].strip()) for c in "\r\n"):
                 table.problems.append(
                     f'Upstream {namespace}/{key[1]}: credentials secret "{ref_.name}" key '
                     f'"{ref_.key}" contains a line break; it is not used'
                 )
             else:
-                # `echo key | base64` leaves a newline: a header value cannot carry it.
-                api_key = data[ref_.key].strip()
+                api_key = value
         cluster_state, open_until = _cluster_state((statuses or {}).get(key))
         table.targets[key] = Target(
             key, spec, api_key, policy, policy_name, cluster_state, open_until
