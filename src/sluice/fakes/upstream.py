@@ -82,6 +82,12 @@ class FakeUpstream:
 
     async def stop(self) -> None:
         if self._runner is not None:
+            # Stop listening first, then give connections accepted as the listener closed a
+            # moment to register with the server: cleanup() closes only those it knows, and an
+            # unregistered one would leak its socket once the loop stops.
+            for site in list(self._runner.sites):
+                await site.stop()
+            await asyncio.sleep(0.01)
             await self._runner.cleanup()
             self._runner = None
 
