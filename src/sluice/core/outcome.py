@@ -5,8 +5,10 @@
   (5xx and 408 by default, :attr:`BreakerPolicy.failure_statuses`).
 - rate-limited: 429 (:attr:`BreakerPolicy.rate_limit_statuses`); holds the upstream off for its
   ``Retry-After``; counts toward tripping only if the policy says so.
-- ignored: any other 4xx (the client's fault), a 5xx the policy excludes, and a client that
-  went away.
+- ignored: any other 4xx (the client's fault), a 5xx the policy excludes, a client that went
+  away, the proxy's own shortage (out of file descriptors or memory: ``local``) and an answer
+  over the proxy's size limit (``answer_too_large``: a client can ask for a huge embedding
+  batch, and that is no fault of the upstream's).
 - success: everything else.
 """
 
@@ -50,6 +52,8 @@ class ErrorKind(StrEnum):
     STREAM_CUT = "stream_cut"  # the upstream closed a stream after its first byte
     PROTOCOL = "protocol"  # the upstream answered something that is not HTTP / not the API
     CLIENT_DISCONNECT = "client_disconnect"  # our client left: not the upstream's fault
+    LOCAL = "local"  # the proxy's own fault: out of file descriptors or memory
+    ANSWER_TOO_LARGE = "answer_too_large"  # over the proxy's limit for an answer read whole
 
 
 _ERROR_TEXT = {
@@ -64,7 +68,14 @@ _ERROR_TEXT = {
     ErrorKind.STREAM_CUT: "stream cut after first byte",
     ErrorKind.PROTOCOL: "invalid upstream response",
     ErrorKind.CLIENT_DISCONNECT: "client disconnected",
+    ErrorKind.LOCAL: "the proxy's own fault: out of file descriptors or memory",
+    ErrorKind.ANSWER_TOO_LARGE: "answer over the proxy's size limit",
 }
+
+# Never counted against an upstream: neither a failure nor a success.
+_NOT_THE_UPSTREAMS_FAULT = frozenset(
+    {ErrorKind.CLIENT_DISCONNECT, ErrorKind.LOCAL, ErrorKind.ANSWER_TOO_LARGE}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +152,6 @@ def classify_status(
 def classify_error(error: ErrorKind, detail: str = "") -> Outcome:
     """Classify an attempt that ended without a status; ``detail`` adds to the message."""
     text = _ERROR_TEXT[error] + (f": {detail}" if detail else "")
-    if error is ErrorKind.CLIENT_DISCONNECT:
+    if error in _NOT_THE_UPSTREAMS_FAULT:
         return Outcome(OutcomeKind.IGNORED, text, error=error)
     return Outcome(OutcomeKind.FAILURE, text, error=error)

@@ -73,7 +73,10 @@ def test_rate_limit_statuses_are_configurable() -> None:
     assert classify_status(420, custom).kind is OutcomeKind.RATE_LIMITED
 
 
-@pytest.mark.parametrize("error", [e for e in ErrorKind if e is not ErrorKind.CLIENT_DISCONNECT])
+NOT_THE_UPSTREAMS_FAULT = {ErrorKind.CLIENT_DISCONNECT, ErrorKind.LOCAL, ErrorKind.ANSWER_TOO_LARGE}
+
+
+@pytest.mark.parametrize("error", [e for e in ErrorKind if e not in NOT_THE_UPSTREAMS_FAULT])
 def test_every_transport_error_is_a_failure(error: ErrorKind) -> None:
     outcome = classify_error(error, "boom")
 
@@ -84,6 +87,29 @@ def test_every_transport_error_is_a_failure(error: ErrorKind) -> None:
 
 def test_a_client_disconnect_is_not_the_upstreams_fault() -> None:
     assert classify_error(ErrorKind.CLIENT_DISCONNECT).kind is OutcomeKind.IGNORED
+
+
+def test_the_proxys_own_shortage_is_never_counted_against_an_upstream() -> None:
+    outcome = classify_error(ErrorKind.LOCAL, "Too many open files")
+
+    assert outcome.kind is OutcomeKind.IGNORED
+    assert outcome.error is ErrorKind.LOCAL
+    assert outcome.detail == (
+        "the proxy's own fault: out of file descriptors or memory: Too many open files"
+    )
+
+
+def test_an_answer_over_the_size_limit_is_never_counted_against_an_upstream() -> None:
+    """A client can ask for a huge embedding batch: that must not trip the breaker."""
+    outcome = classify_error(ErrorKind.ANSWER_TOO_LARGE)
+
+    assert outcome.kind is OutcomeKind.IGNORED
+    assert outcome.error is ErrorKind.ANSWER_TOO_LARGE
+
+
+def test_every_error_kind_reads_as_a_sentence() -> None:
+    for error in ErrorKind:
+        assert classify_error(error).detail
 
 
 def test_error_details_read_as_a_person_would_say_them() -> None:
