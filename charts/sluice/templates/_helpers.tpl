@@ -33,6 +33,10 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- .Values.proxy.admin.existingSecret | default (printf "%s-admin-token" (include "sluice.fullname" .)) -}}
 {{- end -}}
 
+{{- define "sluice.clientKeysSecretName" -}}
+{{- .Values.proxy.clientAuth.existingSecret | default (printf "%s-client-keys" (include "sluice.fullname" .)) -}}
+{{- end -}}
+
 {{/* Where to watch: the flags both components take. */}}
 {{- define "sluice.scopeArgs" -}}
 {{- if .Values.watchAllNamespaces }}
