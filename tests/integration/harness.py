@@ -148,9 +148,10 @@ class OperatorProcess(SluiceProcess):
 
 
 class ProxyProcess(SluiceProcess):
-    """``sluice proxy --kubernetes`` for one namespace, on a free port, with an admin token."""
+    """``sluice proxy --kubernetes`` for one namespace, on a free port, with an admin token;
+    ``extra`` are more flags (``--client-keys DIR``)."""
 
-    def __init__(self, kubeconfig: Path, namespace: str, log_path: Path) -> None:
+    def __init__(self, kubeconfig: Path, namespace: str, log_path: Path, *extra: str) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         super().__init__(
@@ -163,6 +164,7 @@ class ProxyProcess(SluiceProcess):
                 namespace,
                 "--port",
                 str(self.port),
+                *extra,
             ],
             log_path,
             env={"SLUICE_ADMIN_TOKEN": ADMIN_TOKEN},
