@@ -46,6 +46,16 @@ def without(manifest: dict[str, object], field: str) -> dict[str, object]:
 CASES = [
     ("upstream without provider", without(UPSTREAM, "provider"), "spec.provider: Required value"),
     (
+        "forwardHeaders naming a credential",
+        upstream(forwardHeaders=["openai-beta", "Authorization"]),
+        "spec.forwardHeaders: Invalid value: \"array\": forwardHeaders cannot name credentials",
+    ),
+    (
+        "forwardHeaders prefix covering a credential",
+        upstream(forwardHeaders=["x-*"]),
+        "spec.forwardHeaders: Invalid value: \"array\": forwardHeaders cannot name credentials",
+    ),
+    (
         "unknown provider",
         upstream(provider="cohere"),
         'spec.provider: Unsupported value: "cohere": supported values: "openai", "anthropic", '

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
@@ -24,6 +24,29 @@ API_VERSION = f"{GROUP}/{VERSION}"
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN, max_length=32)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=253)]
+# A header name, or a prefix ending in * (x-team-*).
+HeaderName = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}[*]?$", max_length=65)
+]
+
+# Headers an Upstream may never ask the proxy to pass on from clients: the client's own
+# credentials, what HTTP itself owns (framing, hop-by-hop, the target host), and the headers the
+# proxy sets for the provider. A request smuggled through one of these would reach the upstream.
+RESERVED_HEADERS = (
+    "accept-encoding", "anthropic-version", "api-key", "authorization", "connection",
+    "content-encoding", "content-length", "content-type", "cookie", "expect", "host",
+    "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+    "transfer-encoding", "upgrade", "x-api-key",
+)  # fmt: skip
+_RESERVED_CEL = ", ".join(f"'{h}'" for h in RESERVED_HEADERS)
+
+
+def _covers_reserved(name: str) -> bool:
+    """Whether a forwardHeaders entry (a name, or a prefix ending in *) covers a reserved one."""
+    name = name.lower()
+    if name.endswith("*"):
+        return any(r.startswith(name[:-1]) for r in RESERVED_HEADERS)
+    return name in RESERVED_HEADERS
 
 
 def _rule(rule: str, message: str, **extra: str) -> JsonDict:
@@ -336,6 +359,35 @@ class UpstreamSpec(Schema):
     limits: Limits | None = None
     probe: Probe | None = None
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    forward_headers: list[HeaderName] = Field(
+        default_factory=list,
+        max_length=20,  # bounds the CEL cost of the rule below
+        description="Client request headers passed on to this upstream besides Accept and "
+        "User-Agent (e.g. openai-beta, anthropic-beta), case-insensitive; a name ending in * is "
+        "a prefix (x-team-*). Every other client header stays at the proxy.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _rule(
+                    "self.all(h, h.endsWith('*') ? ![" + _RESERVED_CEL + "].exists(r, "
+                    "r.startsWith(h.lowerAscii().substring(0, size(h) - 1))) : "
+                    "!(h.lowerAscii() in [" + _RESERVED_CEL + "]))",
+                    "forwardHeaders cannot name credentials, hop-by-hop or framing headers, "
+                    "nor the ones the proxy sets (" + ", ".join(RESERVED_HEADERS) + ")",
+                )
+            ]
+        },
+    )
+
+    @field_validator("forward_headers")
+    @classmethod
+    def _no_reserved_headers(cls, names: list[str]) -> list[str]:
+        reserved = sorted({n for n in names if _covers_reserved(n)})
+        if reserved:
+            raise ValueError(
+                f"forwardHeaders cannot name {', '.join(reserved)}: credentials, hop-by-hop "
+                "and framing headers, and the ones the proxy sets, are never passed on"
+            )
+        return names
 
 
 class ProbeResult(Schema):

@@ -88,3 +88,29 @@ def test_pydantic_names_the_field_of_a_bad_manifest() -> None:
 def test_a_foreign_manifest_is_refused_by_kind() -> None:
     with pytest.raises(ValueError, match="not a Sluice resource: apiVersion 'v1', kind 'Secret'"):
         parse({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}})
+
+
+def upstream_with_headers(names: list[str]) -> dict[str, Any]:
+    document = next(d for d in documents() if d["kind"] == "Upstream")
+    return {**document, "spec": {**document["spec"], "forwardHeaders": names}}
+
+
+def test_an_upstream_may_forward_named_and_prefixed_headers() -> None:
+    parsed = parse(upstream_with_headers(["OpenAI-Beta", "x-team-*"]))
+
+    assert isinstance(parsed, Upstream)
+    assert parsed.spec.forward_headers == ["OpenAI-Beta", "x-team-*"]
+
+
+@pytest.mark.parametrize(
+    "names",
+    [["Authorization"], ["x-api-key"], ["Transfer-Encoding"], ["x-*"], ["content-*"], ["Host"]],
+)
+def test_credentials_and_framing_headers_are_never_forwarded(names: list[str]) -> None:
+    with pytest.raises(ValidationError, match=f"forwardHeaders cannot name {names[0]}"):
+        parse(upstream_with_headers(names))
+
+
+def test_a_header_name_must_be_a_token() -> None:
+    with pytest.raises(ValidationError, match="should match pattern"):
+        parse(upstream_with_headers(["x bad"]))
