@@ -18,11 +18,24 @@ from sluice.devcluster.cluster import free_port
 from sluice.fakes import FakeUpstream
 from sluice.proxy.server import PROXY
 from sluice.proxy.standalone import StandaloneOptions, build
-from tests.component.conftest import manifests
+from tests.component.conftest import API_KEYS, manifests
+
+SECRETS: list[dict[str, object]] = [
+    {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": f"{name}-key"},
+        "stringData": {"apiKey": key},
+    }
+    for name, key in API_KEYS.items()
+]
 
 
-def write(path: Path, documents: list[dict[str, object]]) -> None:
-    path.write_text("\n---\n".join(json.dumps(d) for d in documents))
+def write(path: Path, documents: list[dict[str, object]], *, secrets: bool = True) -> None:
+    """The manifests as one file, the upstreams' credentials Secrets first."""
+    path.write_text(
+        "\n---\n".join(json.dumps(d) for d in [*(SECRETS if secrets else []), *documents])
+    )
 
 
 async def test_probes_run_in_process_and_open_a_dead_upstreams_breaker(
