@@ -4,7 +4,10 @@ Shared by the operator (the cluster breaker) and the standalone proxy (its in-pr
 
 By default a probe is ``GET {baseURL}/models`` with the provider's auth header; ``probe.method:
 POST`` sends a one-token chat completion to the first model instead (for servers whose model
-list says nothing about health). The API key never leaves this module except in the request.
+list says nothing about health). The API key never leaves this module except in the request,
+and that request is the only one: redirects are never followed (aiohttp would carry the auth
+header to wherever the ``Location`` points, another host or plain http included), so a 3xx
+is a failed probe unless ``expectStatus`` lists it.
 """
 
 from __future__ import annotations
@@ -96,7 +99,13 @@ async def probe(
     started = time.perf_counter()
     try:
         async with session.request(
-            settings.method, url, headers=headers, params=params, json=body, timeout=timeout
+            settings.method,
+            url,
+            headers=headers,
+            params=params,
+            json=body,
+            timeout=timeout,
+            allow_redirects=False,  # the key goes to baseURL and nowhere else
         ) as response:
             await response.read()
             latency = (time.perf_counter() - started) * 1000
