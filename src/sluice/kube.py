@@ -24,7 +24,7 @@ from typing import Any, Self
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-__all__ = ["Connection", "Kube", "KubeError", "parse_rfc3339", "rfc3339"]
+__all__ = ["Connection", "Kube", "KubeError", "SecretNotText", "parse_rfc3339", "rfc3339"]
 
 MERGE_PATCH = "application/merge-patch+json"
 
@@ -35,6 +35,17 @@ class KubeError(RuntimeError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"{status}: {message}" if status else message)
         self.status = status
+
+
+class SecretNotText(KubeError):
+    """A Secret's key holds bytes that are not UTF-8 text, so it cannot be used as a string
+    (an API key, a token). Status 0: the API server answered; the value is the problem."""
+
+    def __init__(self, namespace: str, name: str, key: str) -> None:
+        super().__init__(0, f'secret {namespace}/{name} key "{key}" is not UTF-8 text')
+        self.namespace = namespace
+        self.name = name
+        self.key = key
 
 
 def _wrap(e: ApiException) -> KubeError:
@@ -233,20 +244,33 @@ class Kube:
 
     # -- core --------------------------------------------------------------------------------
 
-    async def secret_data(self, namespace: str, name: str) -> dict[str, str]:
-        """A Secret's data, decoded. KubeError(404) if there is no such Secret."""
+    async def secret_data(self, namespace: str, name: str) -> dict[str, str | bytes]:
+        """A Secret's data, decoded: text as ``str``; a value that is not UTF-8 text (a
+        keystore, a certificate in DER) stays ``bytes``, so one binary key never makes the
+        others unreadable. KubeError(404) if there is no such Secret."""
         try:
             secret = await self._core.read_namespaced_secret(name, namespace)
         except ApiException as e:
             raise _wrap(e) from e
-        return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+        data: dict[str, str | bytes] = {}
+        for key, encoded in (secret.data or {}).items():
+            raw = base64.b64decode(encoded)
+            try:
+                data[key] = raw.decode()
+            except UnicodeDecodeError:
+                data[key] = raw
+        return data
 
     async def secret_value(self, namespace: str, name: str, key: str) -> str:
-        """One key of a Secret, decoded. KubeError(404) if the Secret or the key is missing."""
+        """One key of a Secret, decoded. KubeError(404) if the Secret or the key is missing,
+        SecretNotText (a KubeError) if its value is not UTF-8 text."""
         data = await self.secret_data(namespace, name)
         if key not in data:
             raise KubeError(404, f'secret "{name}" has no key "{key}"')
-        return data[key]
+        value = data[key]
+        if isinstance(value, bytes):
+            raise SecretNotText(namespace, name, key)
+        return value
 
     async def create_event(self, namespace: str, event: dict[str, Any]) -> None:
         try:
