@@ -44,7 +44,7 @@ async def elsewhere() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
 
 @pytest.fixture
 async def redirecting(elsewhere: tuple[str, list[dict[str, str]]]) -> AsyncIterator[str]:
-    """The upstream: every request is redirected to ``elsewhere`` (status from ?status=)."""
+    """The upstream: every request is redirected to ``elsewhere`` (status from x-test-status)."""
     target, _ = elsewhere
 
     async def redirect(request: web.Request) -> web.Response:

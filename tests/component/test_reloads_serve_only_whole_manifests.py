@@ -1,5 +1,5 @@
-"""`--manifests` reloads: an Upstream whose Secret is not there yet, or a YAML error, is never
-served; the last good table stays, and the log names the problem
+"""`--manifests` reloads: a file caught mid-write, an Upstream whose Secret is not there yet, or
+a YAML error is never served; the last good table stays, and the log names the problem
 without quoting the file (it may hold a key)."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -17,6 +18,7 @@ from sluice.fakes import FakeUpstream
 from sluice.proxy import manifests as manifest_files
 from sluice.proxy.server import PROXY
 from sluice.proxy.standalone import StandaloneOptions, build
+from sluice.proxy.table import Table
 from tests.component.conftest import API_KEYS, manifests
 from tests.component.test_standalone_mode import SECRETS, write
 
@@ -39,6 +41,55 @@ async def served_by(client: TestClient) -> str:
 def last_authorization(fake: FakeUpstream) -> str | None:
     chats = fake.requests_to("/v1/chat/completions")
     return chats[-1].headers.get("authorization") if chats else None
+
+
+async def test_a_file_caught_mid_write_is_not_read_until_it_holds_still(
+    tmp_path: Path,
+    fakes: dict[str, FakeUpstream],
+    aiohttp_client: AppClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = tmp_path / "sluice.yaml"
+    documents = manifests(fakes)  # the policy, the route, primary, then secondary
+    write(path, documents)
+    client = await aiohttp_client(build(StandaloneOptions(paths=(path,), reload_interval=0.05)))
+    proxy = client.app[PROXY]
+    served: list[Table] = []
+    set_table = proxy.set_table
+
+    def record(table: Table) -> None:
+        served.append(table)
+        set_table(table)
+
+    monkeypatch.setattr(proxy, "set_table", record)
+    checked = asyncio.Event()
+    signature = manifest_files.signature
+
+    def spy(paths: Any) -> Any:
+        checked.set()
+        return signature(paths)
+
+    monkeypatch.setattr(manifest_files, "signature", spy)
+
+    documents[-1]["spec"]["weight"] = 7
+    write(path, documents)
+    text = path.read_text()
+    cut = text.rindex("\n---\n")  # the first part alone is a valid manifest, without secondary
+    path.write_text(text[:cut])
+    checked.clear()
+    await checked.wait()  # the reload loop has looked at the half-written file
+    with path.open("a") as rest:
+        rest.write(text[cut:])
+
+    def reloaded() -> bool:
+        target = proxy.table.targets.get(("default", "secondary"))
+        return target is not None and target.spec.weight == 7
+
+    await eventually(reloaded, "the finished file was never reloaded")
+    assert served, "the reload did not go through set_table"
+    assert all(("default", "secondary") in table.targets for table in served), (
+        "the half-written file was served"
+    )
 
 
 def test_the_first_load_refuses_an_upstream_whose_secret_is_missing(

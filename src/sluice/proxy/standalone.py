@@ -1,9 +1,14 @@
 """``sluice proxy --manifests PATH``: the proxy with no cluster.
 
 The routing table comes from the same manifests you would ``kubectl apply``; the breakers and
-the probes run in-process (each Upstream's probe feeds its breaker, as the operator's would);
-the files are read again when they change — a change that does not load is reported and the
-last good table stays in force. Admin actions change the in-memory breakers.
+the probes run in-process (each Upstream's probe feeds its breaker, as the operator's would).
+Admin actions change the in-memory breakers.
+
+Reloading: the files are checked every ``reload_interval`` and read again once a change has
+held still for one check (the same names, sizes and modification times twice in a row), so a
+file caught while an editor or ``cp`` is writing it is never served half-way; if they change
+while being read, they are read again at a later check. A change that does not load is
+logged and the last good table stays in force.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from sluice.proxy.table import Key
 __all__ = ["StandaloneOptions", "build"]
 
 log = logging.getLogger("sluice.proxy")
+
+Signature = tuple[tuple[str, int, int], ...]
 
 
 @dataclass(frozen=True)
@@ -72,26 +79,44 @@ class _Probes:
         self.tasks.clear()
 
 
-async def _reload_forever(proxy: Proxy, probes: _Probes, options: StandaloneOptions) -> None:
-    seen = manifests.signature(options.paths)
+async def _reload_forever(
+    proxy: Proxy, probes: _Probes, options: StandaloneOptions, loaded: Signature
+) -> None:
+    """Reload once a change has been seen at two checks in a row (see the module's doc)."""
+    pending: Signature | None = None  # a change seen once: maybe still being written
     while True:
         await asyncio.sleep(options.reload_interval)
         try:
             current = manifests.signature(options.paths)
-            if current == seen:
+            if current == loaded:
+                pending = None
                 continue
-            seen = current
-            table = manifests.load(options.paths, default_policy=options.default_policy)
+            if current != pending:
+                pending = current
+                continue
+            try:
+                table = manifests.load(options.paths, default_policy=options.default_policy)
+            except (manifests.ManifestError, OSError):
+                if manifests.signature(options.paths) != current:
+                    continue  # written while being read: not an error yet
+                loaded, pending = current, None  # said once; the next change is tried again
+                raise
+            if manifests.signature(options.paths) != current:
+                continue  # written while being read: wait for it to hold still again
+            loaded, pending = current, None
+            proxy.set_table(table)
+            probes.sync()
+            log.info("reloaded %d upstreams, %d routes", len(table.targets), len(table.routes))
         except (manifests.ManifestError, OSError) as e:
             log.error("manifests changed but cannot be loaded; keeping the last good ones: %s", e)
-            continue
-        proxy.set_table(table)
-        probes.sync()
-        log.info("reloaded %d upstreams, %d routes", len(table.targets), len(table.routes))
+        except Exception:  # a bug here must not end reloading for good
+            log.exception("reloading the manifests failed; keeping the last good ones")
 
 
 def build(options: StandaloneOptions) -> web.Application:
-    """The app: the proxy, plus in-process probes and reloading while it runs."""
+    """The app: the proxy, plus in-process probes and reloading while it runs. Raises
+    ManifestError if the files cannot be served."""
+    loaded = manifests.signature(options.paths)  # before reading: a change meanwhile reloads
     table = manifests.load(options.paths, default_policy=options.default_policy)
     proxy = Proxy(table=table, admin_token=options.admin_token, access_log=options.access_log)
 
@@ -112,7 +137,7 @@ def build(options: StandaloneOptions) -> web.Application:
     async def background(app: web.Application) -> AsyncIterator[None]:
         probes = _Probes(proxy)
         probes.sync()
-        reloading = asyncio.create_task(_reload_forever(proxy, probes, options))
+        reloading = asyncio.create_task(_reload_forever(proxy, probes, options, loaded))
         yield
         reloading.cancel()
         with contextlib.suppress(asyncio.CancelledError):
