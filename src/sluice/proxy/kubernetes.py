@@ -6,6 +6,16 @@ second). Secrets are read with ``get``, only those Upstreams name, and again eve
 the proxy needs no list or watch on Secrets. If the API server goes away the last table stays
 in force and the watches retry with back-off. Admin actions patch the Upstream (override,
 reset annotation), so every replica and the operator see them and they survive restarts.
+
+Nothing stops the source but cancellation: a watch, the rebuild or a Secret read that fails is
+logged and tried again with back-off, and the last table serves meanwhile. While every watch is
+synced and the last rebuild succeeded the source sets ``proxy.fresh_at`` every
+``fresh_every`` seconds; when it stops, readiness fails ``stale_after`` seconds later.
+
+An Upstream is served only with its credentials: one whose Secret or key was never found, or
+whose value is not usable text, is left out of the table (with a problem saying why), so its
+models fail over to the others instead of going out unauthenticated. Once read, a value is
+kept when a later read fails or finds the Secret gone (a rotation in progress, an outage).
 """
 
 from __future__ import annotations
@@ -18,18 +28,18 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pydantic
 from aiohttp import web
 
-from sluice.kube import Kube, KubeError
+from sluice.kube import Kube, KubeError, parse_rfc3339
 from sluice.proxy.server import AccessLog, Proxy, create_app
 from sluice.proxy.table import Key, Table, build_table
 from sluice.resources import parse
 from sluice.resources.models import GROUP, VERSION, BreakerPolicy, ModelRoute, Upstream
 
-__all__ = ["KubernetesOptions", "KubernetesSource", "build"]
+__all__ = ["Backoff", "ClusterApi", "KubernetesOptions", "KubernetesSource", "build"]
 
 log = logging.getLogger("sluice.proxy.kubernetes")
 
@@ -45,8 +55,66 @@ class KubernetesOptions:
     port: int = 8080
     admin_token: str | None = None
     secret_ttl: float = 60.0
+    secret_timeout: float = 10.0  # one Secret read; past it the last value stays
     default_policy: str = "default"
     access_log: AccessLog | None = None  # None: no access log
+    backoff: float = 0.5  # the first retry after a failure, doubling up to max_backoff
+    max_backoff: float = 30.0
+    fresh_every: float = 1.0  # how often a healthy source confirms the table is current
+    stale_after: float | None = 120.0  # readiness fails past it without confirmation
+
+
+class ClusterApi(Protocol):
+    """The calls the source makes (:class:`~sluice.kube.Kube` has them)."""
+
+    async def list_with_version(
+        self, group: str, version: str, plural: str, namespace: str | None
+    ) -> tuple[list[dict[str, Any]], str]: ...
+
+    def watch_objects(
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        namespace: str | None,
+        *,
+        resource_version: str,
+        timeout_seconds: int = 300,
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]: ...
+
+    async def secret_data(self, namespace: str, name: str) -> dict[str, str | bytes]: ...
+
+
+@dataclass
+class Backoff:
+    """Delays between retries: ``first``, doubling up to ``cap``; ``reset`` after a success."""
+
+    first: float
+    cap: float
+    _next: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._next = self.first
+
+    def delay(self) -> float:
+        delay = self._next
+        self._next = min(delay * 2, self.cap)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.first
+
+
+@dataclass
+class SecretState:
+    """What the source knows of one Secret an Upstream names."""
+
+    retry: Backoff
+    values: dict[str, str] = field(default_factory=dict)  # each key's last text value read
+    not_text: set[str] = field(default_factory=set)  # keys whose value, last read, is bytes
+    keys: frozenset[str] | None = None  # keys the last answer had (404: none); None: no answer
+    error: str | None = None  # why the last read failed, if it did
+    due: float = -math.inf  # when to read it again
 
 
 def _key(obj: dict[str, Any]) -> Key:
@@ -54,17 +122,42 @@ def _key(obj: dict[str, Any]) -> Key:
     return str(metadata.get("namespace") or "default"), str(metadata.get("name"))
 
 
+def _describe(e: BaseException) -> str:
+    """``TimeoutError()`` says nothing by itself: the type always leads."""
+    text = str(e)
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _status(key: Key, obj: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+    """An Upstream's status for the table, or none if its openUntil cannot be read (the
+    schema says only "string"; one bad value must not stop every rebuild)."""
+    status: dict[str, Any] = obj.get("status") or {}
+    until = (status.get("breaker") or {}).get("openUntil")
+    if until:
+        try:
+            parse_rfc3339(str(until))
+        except ValueError:
+            problems.append(
+                f"Upstream {key[0]}/{key[1]}: status.breaker.openUntil {until!r} is not an "
+                "RFC 3339 time; the operator's breaker state is ignored"
+            )
+            return {}
+    return status
+
+
 @dataclass
 class KubernetesSource:
-    kube: Kube
+    kube: ClusterApi
     proxy: Proxy
     options: KubernetesOptions
     objects: dict[str, dict[Key, dict[str, Any]]] = field(
         default_factory=lambda: {plural: {} for plural in PLURALS}
     )
-    secrets: dict[Key, tuple[dict[str, str] | None, float]] = field(default_factory=dict)
-    synced: asyncio.Event = field(default_factory=asyncio.Event)
-    _listed: set[str] = field(default_factory=set)
+    secrets: dict[Key, SecretState] = field(default_factory=dict)
+    synced: asyncio.Event = field(default_factory=asyncio.Event)  # the first table is in
+    _listed: set[str] = field(default_factory=set)  # listed at least once
+    _watching: set[str] = field(default_factory=set)  # listed, and its watch has not failed
+    _built: bool = False  # the last rebuild succeeded
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self) -> None:
@@ -77,9 +170,22 @@ class KubernetesSource:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
+    def _backoff(self) -> Backoff:
+        return Backoff(self.options.backoff, self.options.max_backoff)
+
+    @property
+    def healthy(self) -> bool:
+        """Every watch is synced and the last rebuild succeeded: the table is current."""
+        return self._built and self._watching == set(PLURALS)
+
+    def _confirm_fresh(self) -> None:
+        if self.healthy:
+            self.proxy.fresh_at = time.monotonic()
+
     async def _watch(self, plural: str) -> None:
-        backoff = 0.5
+        retry = self._backoff()
         namespace = self.options.namespace
+        expired = False  # the last attempt ended in 410 before any event
         while True:
             try:
                 items, version = await self.kube.list_with_version(
@@ -87,11 +193,14 @@ class KubernetesSource:
                 )
                 self.objects[plural] = {_key(item): item for item in items}
                 self._listed.add(plural)
+                self._watching.add(plural)
                 self._changed.set()
                 while True:  # watch from the list's version until it expires
                     async for kind, obj in self.kube.watch_objects(
                         GROUP, VERSION, plural, namespace, resource_version=version
                     ):
+                        retry.reset()
+                        expired = False
                         version = str((obj.get("metadata") or {}).get("resourceVersion", version))
                         if kind == "BOOKMARK":
                             continue
@@ -100,29 +209,70 @@ class KubernetesSource:
                         else:
                             self.objects[plural][_key(obj)] = obj
                         self._changed.set()
-                    backoff = 0.5
+                    retry.reset()  # the server ended the stream in time: watch on
+                    expired = False
             except asyncio.CancelledError:
                 raise
-            except KubeError as e:
-                if e.status != 410:  # 410: the version expired; list again at once
-                    log.warning("watching %s failed (%s); serving the last known table", plural, e)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 30.0)
             except Exception as e:  # the connection dropped, the server went away, ...
-                log.warning("watching %s failed (%s); serving the last known table", plural, e)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+                self._watching.discard(plural)
+                gone = isinstance(e, KubeError) and e.status == 410
+                if gone and not expired:  # the version expired: list again at once
+                    expired = True
+                    log.info("watching %s: %s; listing again", plural, e)
+                    continue
+                expired = gone  # 410 again straight after a list: back off like any error
+                delay = retry.delay()
+                log.warning(
+                    "watching %s failed (%s); serving the last known table; retrying in %.1fs",
+                    plural,
+                    _describe(e),
+                    delay,
+                )
+                await asyncio.sleep(delay)
+
+    def _secrets_due(self) -> float:
+        return min((secret.due for secret in self.secrets.values()), default=math.inf)
 
     async def _rebuild_forever(self) -> None:
+        retry = self._backoff()
+        failing = False
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout=self.options.secret_ttl)
+            if failing:  # events that arrive meanwhile are in the next attempt
+                await asyncio.sleep(retry.delay())
+            else:
+                now = time.monotonic()
+                wake = min(now + self.options.fresh_every, self._secrets_due())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), timeout=max(0.0, wake - now))
+                if not self._changed.is_set() and time.monotonic() < self._secrets_due():
+                    self._confirm_fresh()  # nothing changed: the table is still current
+                    continue
             self._changed.clear()
             await asyncio.sleep(0.02)  # let a burst of events land: one rebuild for all
             if self._listed != set(PLURALS):
                 continue
-            self.proxy.set_table(await self.build())
+            try:
+                table = await self.build()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                self._built = False
+                failing = True
+                log.warning(
+                    "rebuilding the routing table failed (%s); serving the last known table",
+                    _describe(e),
+                    exc_info=True,
+                )
+                continue
+            if failing:
+                log.info("rebuilding the routing table works again")
+            failing = False
+            retry.reset()
+            self._built = True
+            if table != self.proxy.table:  # a Secret refresh often changes nothing
+                self.proxy.set_table(table)
             self.synced.set()
+            self._confirm_fresh()
 
     async def build(self) -> Table:
         resources: list[Upstream | BreakerPolicy | ModelRoute] = []
@@ -137,40 +287,125 @@ class KubernetesSource:
                     problems.append(f"{PLURALS[plural]} {key[0]}/{key[1]} is not usable: {e}")
                     continue
                 if plural == "upstreams":
-                    statuses[key] = obj.get("status") or {}
-        secrets = await self._secrets(r for r in resources if isinstance(r, Upstream))
+                    statuses[key] = _status(key, obj, problems)
+        secrets, unserved = await self._credentials(
+            [r for r in resources if isinstance(r, Upstream)], problems
+        )
+        served = [
+            r
+            for r in resources
+            if not isinstance(r, Upstream)
+            or (r.metadata.namespace or "default", r.metadata.name) not in unserved
+        ]
         table = build_table(
-            resources, secrets, statuses=statuses, default_policy=self.options.default_policy
+            served, secrets, statuses=statuses, default_policy=self.options.default_policy
         )
         table.problems[:0] = problems
         return table
 
-    async def _secrets(self, upstreams: Iterable[Upstream]) -> dict[Key, dict[str, str]]:
+    async def _credentials(
+        self, upstreams: Iterable[Upstream], problems: list[str]
+    ) -> tuple[dict[Key, dict[str, str]], set[Key]]:
+        """Secrets' text values by (namespace, name), and the Upstreams not to serve: their
+        credentials were never found, or are not text a header can carry. A Secret is read
+        again after secret_ttl; sooner, with back-off, while it fails or lacks what an Upstream
+        needs (so an Upstream joins soon after its Secret is created or fixed)."""
         now = time.monotonic()
+        named = [
+            (u, u.metadata.namespace or "default", u.spec.credentials.secret_ref)
+            for u in upstreams
+            if u.spec.credentials is not None
+        ]
+        read: set[Key] = set()
+        for _, namespace, ref in named:
+            secret = self.secrets.setdefault((namespace, ref.name), SecretState(self._backoff()))
+            if now >= secret.due:
+                read.add((namespace, ref.name))
+        # At once: a slow API server costs one secret_timeout, not one per Secret.
+        await asyncio.gather(*(self._read(key, self.secrets[key]) for key in read))
         found: dict[Key, dict[str, str]] = {}
-        for upstream in upstreams:
-            credentials = upstream.spec.credentials
-            if credentials is None:
+        unserved: set[Key] = set()
+        lacking: set[Key] = set()
+        for upstream, namespace, ref in named:
+            secret_key = (namespace, ref.name)
+            secret = self.secrets[secret_key]
+            found[secret_key] = secret.values
+            problem = _credentials_problem(secret, ref.key)
+            where = (
+                f'Upstream {namespace}/{upstream.metadata.name}: credentials secret "{ref.name}" '
+                f'key "{ref.key}"'
+            )
+            if problem is not None:
+                problems.append(f"{where} {problem}")
+                lacking.add(secret_key)
+                unserved.add((namespace, upstream.metadata.name))
+            elif secret.keys is not None and ref.key not in secret.keys:
+                problems.append(f"{where} not found; using the last value read")
+        for gone in set(self.secrets) - set(found):  # no Upstream names it any more
+            del self.secrets[gone]
+        for secret_key in read:
+            secret = self.secrets[secret_key]
+            if secret.error is None and secret_key not in lacking:
+                secret.retry.reset()
+                secret.due = now + self.options.secret_ttl
                 continue
-            key = (upstream.metadata.namespace or "default", credentials.secret_ref.name)
-            data, fetched = self.secrets.get(key, (None, -math.inf))
-            if now - fetched >= self.options.secret_ttl:
-                try:
-                    data = await self.kube.secret_data(*key)
-                except KubeError as e:
-                    if e.status == 404:
-                        data = None
-                    else:  # keep the last value we had
-                        log.warning("reading secret %s/%s: %s", key[0], key[1], e)
-                self.secrets[key] = (data, now)
-            if data is not None:
-                found[key] = data
-        return found
+            delay = min(secret.retry.delay(), self.options.secret_ttl)
+            secret.due = now + delay
+            if secret.error is not None:
+                log.warning(
+                    "reading secret %s/%s failed (%s); keeping the last value read; "
+                    "retrying in %.1fs",
+                    secret_key[0],
+                    secret_key[1],
+                    secret.error,
+                    delay,
+                )
+        return found, unserved
+
+    async def _read(self, key: Key, secret: SecretState) -> None:
+        """Read the Secret into ``secret``; on a failure keep what it had and say why."""
+        data: dict[str, str | bytes]
+        try:
+            data = await asyncio.wait_for(
+                self.kube.secret_data(*key), timeout=self.options.secret_timeout
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            if not (isinstance(e, KubeError) and e.status == 404):
+                secret.error = _describe(e)
+                return
+            data = {}  # no such Secret: an answer, not a failure
+        for name, value in data.items():
+            if isinstance(value, bytes):
+                secret.values.pop(name, None)
+                secret.not_text.add(name)
+            else:
+                secret.values[name] = value
+                secret.not_text.discard(name)
+        secret.not_text &= set(data)
+        secret.keys = frozenset(data)
+        secret.error = None
+
+
+def _credentials_problem(secret: SecretState, key: str) -> str | None:
+    """Why an Upstream naming this Secret's ``key`` cannot be served, if it cannot."""
+    if key in secret.not_text:
+        return "is not UTF-8 text; the upstream is not served until it is"
+    value = secret.values.get(key)
+    if value is not None:
+        if any(c in value.strip() for c in "\r\n"):  # `echo key | base64` is stripped
+            return "contains a line break; the upstream is not served until it does not"
+        return None
+    if secret.keys is not None:
+        return "not found; the upstream is not served until it exists"
+    return f"could not be read ({secret.error}); the upstream is not served until it is"
 
 
 def build(options: KubernetesOptions) -> web.Application:
     """The proxy's app, fed by the watch; it starts serving once the first table is built."""
     proxy = Proxy(table=Table(), admin_token=options.admin_token, access_log=options.access_log)
+    proxy.stale_after = options.stale_after
     state: dict[str, Kube] = {}
 
     async def admin(key: Key, action: str) -> None:
