@@ -3,6 +3,7 @@ reach the request path within seconds; admin actions patch the resources."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import os
@@ -121,6 +122,60 @@ def test_admin_actions_patch_the_upstream_so_every_replica_sees_them(
     proxy.admin(f"/admin/breakers/{namespace}/primary/reset")
     upstream = get_json(kubectl, "upstream", "primary", "-n", namespace)
     assert "sluice.dev/reset" in upstream["metadata"]["annotations"]
+
+
+def test_a_binary_secret_does_not_stop_the_proxy_following_the_cluster(
+    kubectl: Kubectl, namespace: str, fakes: dict[str, ThreadedFake], proxy: ProxyProcess
+) -> None:
+    binary = base64.b64encode(b"\xff\xfe").decode()
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "binary"}}
+    kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=json.dumps({**secret, "data": {"apiKey": binary}}),
+    )
+    keyed = {
+        "apiVersion": "sluice.dev/v1alpha1",
+        "kind": "Upstream",
+        "metadata": {"name": "keyed"},
+        "spec": {
+            "provider": "openai-compatible",
+            "baseURL": fakes["primary"].base_url,
+            "models": [{"name": "m2"}],
+            "credentials": {"secretRef": {"name": "binary", "key": "apiKey"}},
+        },
+    }
+    kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(keyed))
+    eventually(
+        lambda: 'secret "binary" key "apiKey" is not UTF-8 text' in proxy.log(),
+        timeout=5,
+        what="the binary key reported",
+    )
+
+    set_override(kubectl, namespace, "primary", "Open")
+    within(2, lambda: proxy.served_by() == "secondary", "a later override applied")
+
+
+def test_an_upstream_is_served_only_once_its_credentials_secret_exists(
+    kubectl: Kubectl, namespace: str, fakes: dict[str, ThreadedFake], proxy: ProxyProcess
+) -> None:
+    assert proxy.served_by() == "primary"
+    credentials = {"credentials": {"secretRef": {"name": "primary-key", "key": "apiKey"}}}
+    patch = json.dumps({"spec": credentials})
+    kubectl("patch", "upstream", "primary", "-n", namespace, "--type", "merge", "-p", patch)
+    within(2, lambda: proxy.served_by() == "secondary", "primary left out without its key")
+    assert (
+        f'Upstream {namespace}/primary: credentials secret "primary-key" key "apiKey" not '
+        "found; the upstream is not served until it exists"
+    ) in proxy.log()
+    literal = "--from-literal=apiKey=sk-primary-from-the-secret"
+    kubectl("create", "secret", "generic", "primary-key", "-n", namespace, literal)
+    within(10, lambda: proxy.served_by() == "primary", "primary joined with its key")
+    headers = {k.lower(): v for k, v in fakes["primary"].seen()[-1].headers.items()}
+    assert headers["authorization"] == "Bearer sk-primary-from-the-secret"
 
 
 def test_it_keeps_serving_the_last_known_state_when_the_api_server_goes_away(
