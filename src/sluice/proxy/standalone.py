@@ -2,19 +2,28 @@
 
 The routing table comes from the same manifests you would ``kubectl apply``; the breakers and
 the probes run in-process (each Upstream's probe feeds its breaker, as the operator's would).
-Admin actions change the in-memory breakers.
 
 Reloading: the files are checked every ``reload_interval`` and read again once a change has
 held still for one check (the same names, sizes and modification times twice in a row), so a
 file caught while an editor or ``cp`` is writing it is never served half-way; if they change
 while being read, they are read again at a later check. A change that does not load is
 logged and the last good table stays in force.
+
+Admin actions (``POST /admin/breakers/{namespace}/{name}/{open|close|auto}``) work as
+patching ``spec.breaker.override`` does in a cluster: the admin's override replaces the one
+in the files, in the routing table itself, so admission, ``/health`` and the metrics agree.
+It lasts until the next admin action for that upstream, a restart, or a reload in which that
+upstream's ``spec.breaker.override`` in the files differs from what it was at the admin's
+action (whoever spoke last wins); other changes to the files leave it in force. An upstream
+removed from the files forgets it. ``reset`` is a one-off: it clears the breaker's counters
+and is not remembered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -27,13 +36,19 @@ from sluice.core.policy import parse_duration
 from sluice.probe import probe
 from sluice.proxy import manifests
 from sluice.proxy.server import AccessLog, Proxy, create_app
-from sluice.proxy.table import Key
+from sluice.proxy.table import Key, Table, Target
 
 __all__ = ["StandaloneOptions", "build"]
 
 log = logging.getLogger("sluice.proxy")
 
 Signature = tuple[tuple[str, int, int], ...]
+
+ADMIN_OVERRIDES: dict[str, State | None] = {
+    "open": State.OPEN,
+    "close": State.CLOSED,
+    "auto": None,
+}
 
 
 @dataclass(frozen=True)
@@ -43,6 +58,58 @@ class StandaloneOptions:
     reload_interval: float = 2.0
     default_policy: str = "default"
     access_log: AccessLog | None = None  # None: no access log
+
+
+def _with_override(target: Target, override: State | None) -> Target:
+    spec = target.spec
+    value = None if override is None else override.value
+    breaker = spec.breaker.model_copy(update={"override": value})
+    return dataclasses.replace(target, spec=spec.model_copy(update={"breaker": breaker}))
+
+
+class _Configuration:
+    """The last good table from the files, and the admin's overrides laid over it: what the
+    proxy serves is always ``effective()``, the one place the override is decided."""
+
+    def __init__(self, proxy: Proxy, files: Table) -> None:
+        self.proxy = proxy
+        self.files = files
+        # Per upstream: the admin's override, and the files' override when it was given.
+        self.admin: dict[Key, tuple[State | None, State | None]] = {}
+
+    def effective(self) -> Table:
+        targets = dict(self.files.targets)
+        for key, (override, _) in self.admin.items():
+            targets[key] = _with_override(targets[key], override)
+        # A new table: its plans hold Targets, so they must not be shared with the old one.
+        return dataclasses.replace(self.files, targets=targets, _plans={})
+
+    def reloaded(self, files: Table) -> None:
+        for key, (_, when_given) in list(self.admin.items()):
+            target = files.targets.get(key)
+            if target is None or target.override is not when_given:
+                del self.admin[key]  # removed, or the files changed it since: they win
+                if target is not None:
+                    log.info(
+                        "breaker %s/%s: spec.breaker.override changed in the files; "
+                        "it replaces the admin's override",
+                        *key,
+                    )
+        self.files = files
+        self.proxy.set_table(self.effective())
+
+    async def admin_action(self, key: Key, action: str) -> None:
+        if action == "reset":
+            self.proxy.breakers.get(key).reset(
+                self.proxy.clock(), message="reset by the admin endpoint"
+            )
+            return
+        if action not in ADMIN_OVERRIDES:
+            raise ValueError(f"unknown action {action!r}: use open, close, auto or reset")
+        self.admin[key] = (ADMIN_OVERRIDES[action], self.files.targets[key].override)
+        table = self.effective()
+        table.problems = []  # logged when the files were loaded; nothing new to say
+        self.proxy.set_table(table)
 
 
 async def _probe_forever(proxy: Proxy, key: Key) -> None:
@@ -80,7 +147,7 @@ class _Probes:
 
 
 async def _reload_forever(
-    proxy: Proxy, probes: _Probes, options: StandaloneOptions, loaded: Signature
+    configuration: _Configuration, probes: _Probes, options: StandaloneOptions, loaded: Signature
 ) -> None:
     """Reload once a change has been seen at two checks in a row (see the module's doc)."""
     pending: Signature | None = None  # a change seen once: maybe still being written
@@ -104,7 +171,7 @@ async def _reload_forever(
             if manifests.signature(options.paths) != current:
                 continue  # written while being read: wait for it to hold still again
             loaded, pending = current, None
-            proxy.set_table(table)
+            configuration.reloaded(table)
             probes.sync()
             log.info("reloaded %d upstreams, %d routes", len(table.targets), len(table.routes))
         except (manifests.ManifestError, OSError) as e:
@@ -119,31 +186,18 @@ def build(options: StandaloneOptions) -> web.Application:
     loaded = manifests.signature(options.paths)  # before reading: a change meanwhile reloads
     table = manifests.load(options.paths, default_policy=options.default_policy)
     proxy = Proxy(table=table, admin_token=options.admin_token, access_log=options.access_log)
-
-    async def admin(key: Key, action: str) -> None:
-        breaker = proxy.breakers.get(key)
-        now = proxy.clock()
-        if action == "open":
-            breaker.force(State.OPEN, now)
-        elif action == "close":
-            breaker.force(State.CLOSED, now)
-        elif action == "auto":
-            breaker.force(None, now)
-        elif action == "reset":
-            breaker.reset(now, message="reset by the admin endpoint")
-        else:
-            raise ValueError(f"unknown action {action!r}: use open, close, auto or reset")
+    configuration = _Configuration(proxy, table)
 
     async def background(app: web.Application) -> AsyncIterator[None]:
         probes = _Probes(proxy)
         probes.sync()
-        reloading = asyncio.create_task(_reload_forever(proxy, probes, options, loaded))
+        reloading = asyncio.create_task(_reload_forever(configuration, probes, options, loaded))
         yield
         reloading.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reloading
         await probes.stop()
 
-    app = create_app(proxy, admin=admin)
+    app = create_app(proxy, admin=configuration.admin_action)
     app.cleanup_ctx.append(background)  # after the client session the probes use
     return app
