@@ -117,11 +117,14 @@ async def _probe_forever(proxy: Proxy, key: Key) -> None:
         target = proxy.table.targets.get(key)
         if target is None or target.spec.probe is None:
             return
-        result = await probe(
-            proxy.session, target.spec, api_key=target.api_key, policy=target.policy
-        )
-        with contextlib.suppress(KeyError):  # removed while probing
-            proxy.breakers.get(key).record_probe(result.outcome, proxy.clock())
+        try:
+            result = await probe(
+                proxy.session, target.spec, api_key=target.api_key, policy=target.policy
+            )
+            with contextlib.suppress(KeyError):  # removed while probing
+                proxy.breakers.get(key).record_probe(result.outcome, proxy.clock())
+        except Exception:  # a bug here must not end this upstream's probes for good
+            log.exception("probe of %s/%s failed unexpectedly; probing again later", *key)
         await asyncio.sleep(parse_duration(target.spec.probe.interval))
 
 
@@ -136,8 +139,10 @@ class _Probes:
         wanted = {k for k, t in self.proxy.table.targets.items() if t.spec.probe is not None}
         for key in set(self.tasks) - wanted:
             self.tasks.pop(key).cancel()
-        for key in wanted - set(self.tasks):
-            self.tasks[key] = asyncio.create_task(_probe_forever(self.proxy, key))
+        for key in wanted:
+            task = self.tasks.get(key)
+            if task is None or task.done():
+                self.tasks[key] = asyncio.create_task(_probe_forever(self.proxy, key))
 
     async def stop(self) -> None:
         for task in self.tasks.values():
