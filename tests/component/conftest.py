@@ -110,6 +110,8 @@ def manifests(
                     "timeouts": timeouts
                     or {"firstToken": "2s", "total": "10s", "streamIdle": "2s"},
                     "breaker": {"policyRef": {"name": "fast"}},
+                    # The fakes are steered by request headers (x-fake-status, ...).
+                    "forwardHeaders": ["x-fake-*"],
                 },
             }
         )
@@ -139,6 +141,9 @@ async def gateway_factory(
         *,
         admin_token: str | None = "admin-secret",
         documents: list[dict[str, Any]] | None = None,
+        proxy_options: dict[str, Any] | None = None,
+        app_options: dict[str, Any] | None = None,
+        sdk_key: str = "client-key",
         **options: Any,
     ) -> Gateway:
         clock = Clock()
@@ -151,6 +156,7 @@ async def gateway_factory(
             clock=clock,
             admin_token=admin_token,
             access_log=AccessLog(io.StringIO()),
+            **(proxy_options or {}),
         )
 
         async def admin(key: Key, action: str) -> None:
@@ -159,8 +165,8 @@ async def gateway_factory(
                 raise ValueError(f"unknown action {action!r}")
             proxy.breakers.get(key).force(forced[action], clock())
 
-        client = await aiohttp_client(create_app(proxy, admin=admin))
-        sdk = AsyncOpenAI(base_url=str(client.make_url("/v1")), api_key="client-key", max_retries=0)
+        client = await aiohttp_client(create_app(proxy, admin=admin, **(app_options or {})))
+        sdk = AsyncOpenAI(base_url=str(client.make_url("/v1")), api_key=sdk_key, max_retries=0)
         sdk_clients.append(sdk)
         return Gateway(proxy, client, clock, fakes, sdk)
 

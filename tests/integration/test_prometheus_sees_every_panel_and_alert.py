@@ -120,6 +120,7 @@ def proxy_manifests(fakes: dict[str, ThreadedFake]) -> str:
                     "priority": priority,
                     "probe": {"interval": "500ms", "timeout": "500ms"},
                     "breaker": {"policyRef": {"name": "fast"}},
+                    "forwardHeaders": ["x-fake-status"],  # the test fails requests with it
                 },
             }
         )

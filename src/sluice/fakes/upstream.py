@@ -1,10 +1,12 @@
 """A fake OpenAI-compatible upstream on loopback, steered per request to misbehave.
 
-Every request is recorded (method, path, the headers that matter), so tests can count what
-reached it. A request can ask for trouble with headers; the server's ``default_status`` makes
-every request without them fail, as an upstream that is down for everyone would. Each header
-also has a form scoped to one fake by name, ``x-fake-status-primary``, which wins over the plain
-one for the fake named ``primary`` (so one request can fail one upstream and not another).
+Every request is recorded (method, path, every header, lower-cased), so tests can count what
+reached it and check what it carried. A request can ask for trouble with headers; the server's
+``default_status`` makes every request without them fail, as an upstream that is down for
+everyone would. Each header also has a form scoped to one fake by name,
+``x-fake-status-primary``, which wins over the plain one for the fake named ``primary`` (so one
+request can fail one upstream and not another). The proxy passes these headers on only to an
+Upstream that lists them in ``forwardHeaders`` (``x-fake-*``).
 
 ============================ ================================================================
 ``x-fake-status``            answer with this HTTP status and an OpenAI-style error body
@@ -29,8 +31,6 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 __all__ = ["FakeUpstream", "SeenRequest"]
-
-_RECORDED_HEADERS = ("authorization", "x-api-key", "api-key", "user-agent", "x-sluice-probe")
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ class FakeUpstream:
             SeenRequest(
                 method=request.method,
                 path=request.path,
-                headers={k: v for k, v in headers.items() if k in _RECORDED_HEADERS},
+                headers=headers,
                 at=time.time(),
             )
         )
