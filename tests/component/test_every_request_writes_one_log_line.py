@@ -45,7 +45,9 @@ async def test_a_refusal_and_a_bad_request_are_logged_too(gateway: Gateway) -> N
             headers={"Authorization": "Bearer admin-secret"},
         )
     refused = await gateway.chat()
-    bad = await gateway.client.post("/v1/chat/completions", data=b"{not json")
+    bad = await gateway.client.post(
+        "/v1/chat/completions", data=b"{not json", headers={"Content-Type": "application/json"}
+    )
 
     records = gateway.access_log()
 

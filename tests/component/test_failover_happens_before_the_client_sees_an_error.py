@@ -139,7 +139,9 @@ async def test_the_retry_budget_caps_the_attempts(gateway_factory: MakeGateway) 
 
 
 async def test_bad_requests_name_the_problem(gateway: Gateway) -> None:
-    not_json = await gateway.client.post("/v1/chat/completions", data=b"{nope")
+    not_json = await gateway.client.post(
+        "/v1/chat/completions", data=b"{nope", headers={"Content-Type": "application/json"}
+    )
     no_model = await gateway.client.post("/v1/chat/completions", json={"messages": []})
     unknown = await gateway.chat(model="nope")
 

@@ -48,24 +48,23 @@ if TYPE_CHECKING:
 
 __all__ = ["Exchange", "error_response"]
 
-HOP_BY_HOP = frozenset(
-    {
-        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-        "trailer", "transfer-encoding", "upgrade", "host", "content-length",
-    }
-)  # fmt: skip
-# The client's credentials are for the gateway, never for an upstream.
-NOT_FORWARDED = HOP_BY_HOP | {
-    "authorization", "x-api-key", "api-key", "cookie", "accept-encoding", "content-type",
-}  # fmt: skip
+# Client headers passed on to every upstream; an Upstream adds its own (spec.forwardHeaders).
+# Everything else stays here: the client's credentials, hop-by-hop and framing headers (the
+# proxy frames its own request), Expect (an upstream's 100 Continue is not the answer), and
+# headers such as OpenAI-Organization that would let a client choose whom the gateway's key
+# bills. An allowlist, because a denylist misses the next such header.
+FORWARDED = ("accept", "user-agent")
 PASSED_BACK = ("content-type", "retry-after", "x-request-id", "openai-processing-ms",
                "openai-version")  # fmt: skip
 
 
 # OpenAI's order; the two patterns after it cover any other.
-_USAGE = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)\s*,\s*"completion_tokens"\s*:\s*(\d+)')
-_PROMPT_TOKENS = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
-_COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
+# At most 15 digits: a count beyond that is nonsense, and int() of thousands of digits raises.
+_USAGE = re.compile(
+    rb'"prompt_tokens"\s*:\s*(\d{1,15})\s*,\s*"completion_tokens"\s*:\s*(\d{1,15})\b'
+)
+_PROMPT_TOKENS = re.compile(rb'"prompt_tokens"\s*:\s*(\d{1,15})\b')
+_COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d{1,15})\b')
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +74,18 @@ class Wire:
     target: Target
     endpoint: Endpoint
     headers: list[tuple[str, str]]  # Content-Type, Accept-Encoding, the provider's auth
+    forwarded: tuple[str, ...]  # the client headers passed on (lower case)
+    prefixes: tuple[str, ...]  # ... and those starting with one of these
 
     @classmethod
     def of(cls, target: Target) -> Wire:
         headers = [("Content-Type", "application/json"), ("Accept-Encoding", "identity")]
         headers += auth_headers(target.spec.provider, target.api_key).items()
-        return cls(target, Endpoint.parse(target.spec.base_url), headers)
+        names = [h.lower() for h in target.spec.forward_headers]
+        exact = tuple(h for h in names if not h.endswith("*") and h not in FORWARDED)
+        prefixes = tuple(h[:-1] for h in names if h.endswith("*"))
+        endpoint = Endpoint.parse(target.spec.base_url)
+        return cls(target, endpoint, headers, FORWARDED + exact, prefixes)
 
 
 def usage_tokens(body: bytes) -> dict[str, int | None] | None:
@@ -115,14 +120,54 @@ class Attempt:
     error: str | None = None
     ms: float = 0.0
 
-    def as_dict(self) -> dict[str, Any]:
+    summary: str | None = None  # what a client may be told: no addresses, no upstream text
+
+    def as_dict(self, *, public: bool = False) -> dict[str, Any]:
+        """For the access log; ``public``: for the client, without the error's details (an
+        upstream's host and port, its own message)."""
         record: dict[str, Any] = {"upstream": self.upstream, "outcome": self.outcome,
                                   "ms": round(self.ms, 1)}  # fmt: skip
         if self.status is not None:
             record["status"] = self.status
-        if self.error:
-            record["error"] = self.error
+        error = self.summary if public else self.error
+        if error:
+            record["error"] = error
         return record
+
+
+# Attempts that end in the proxy's own trouble: the client's answer, at once (no failover).
+_LOCAL_ANSWERS = {
+    ErrorKind.LOCAL: (
+        503, "overloaded", "this proxy replica is out of resources (file descriptors or "
+        "memory); retry shortly",
+    ),
+    ErrorKind.ANSWER_TOO_LARGE: (
+        502, "answer_too_large", "the upstream's answer is larger than this proxy's limit of "
+        "{limit} bytes",
+    ),
+}  # fmt: skip
+
+
+async def write_bounded(
+    request: web.Request,
+    response: web.StreamResponse,
+    chunk: bytes | None,
+    timeout: float,  # noqa: ASYNC109 - the bound is the point
+) -> None:
+    """Write ``chunk`` to the client (None: send the whole prepared-or-not ``response``) within
+    ``timeout`` seconds. A client that does not read by then is disconnected:
+    ConnectionResetError, as if it had left."""
+    try:
+        async with asyncio.timeout(timeout):
+            if chunk is None:
+                await response.prepare(request)
+                await response.write_eof()
+            else:
+                await response.write(chunk)
+    except TimeoutError:
+        if request.transport is not None:
+            request.transport.abort()
+        raise ConnectionResetError(f"the client read nothing for {timeout:g}s") from None
 
 
 @dataclass
@@ -269,7 +314,7 @@ class Exchange:
             502,
             f"every upstream tried for `{model}` failed ({len(self.attempts)} attempts{also})",
             "upstream_error",
-            attempts=[a.as_dict() for a in self.attempts],
+            attempts=[a.as_dict(public=True) for a in self.attempts],
             headers={"x-sluice-attempts": str(len(self.attempts))},
         )
 
@@ -346,16 +391,17 @@ class Exchange:
                     head,
                     data,
                     connect_timeout=parse_duration(timeouts.connect),
-                    timeout=min(attempt.first_token, attempt.total),
+                    # A non-streamed answer's head comes when it is complete: only the total
+                    # bounds it. A stream's head is its first token.
+                    timeout=attempt.head_timeout(self.stream),
                 )
             except TimeoutError:
-                late = attempt.first_token <= attempt.total
+                late = self.stream and attempt.first_token <= attempt.total
                 kind = ErrorKind.FIRST_TOKEN_TIMEOUT if late else ErrorKind.TOTAL_TIMEOUT
                 attempt.finish(classify_error(kind))
                 return None
             except UpstreamError as e:
-                attempt.finish(classify_error(e.kind, e.detail))
-                return None
+                return attempt.failed(e)
             async with upstream:
                 attempt.headers_at = time.perf_counter()
                 if upstream.status >= 300 or not self.stream:
@@ -367,10 +413,11 @@ class Exchange:
             proxy.metrics.child(proxy.metrics.in_flight, namespace, name).dec()
 
     def _headers(self, wire: Wire) -> list[tuple[str, str]]:
-        """The client's own headers (not its credentials, nor hop-by-hop ones), then ours."""
-        headers = [
-            (k, v) for k, v in self.request.headers.items() if k.lower() not in NOT_FORWARDED
-        ]
+        """The client headers the upstream may see (FORWARDED, spec.forwardHeaders), then ours."""
+        client = self.request.headers
+        headers = [(name, value) for name in wire.forwarded for value in client.getall(name, ())]
+        if wire.prefixes:
+            headers += [(k, v) for k, v in client.items() if k.lower().startswith(wire.prefixes)]
         headers += wire.headers
         return headers
 
@@ -381,8 +428,7 @@ class Exchange:
             attempt.finish(classify_error(ErrorKind.TOTAL_TIMEOUT))
             return None
         except UpstreamError as e:
-            attempt.finish(classify_error(e.kind, e.detail))
-            return None
+            return attempt.failed(e)
         outcome = classify_status(
             upstream.status,
             attempt.candidate.target.policy,
@@ -433,7 +479,7 @@ class Exchange:
         )
         await response.prepare(self.request)
         try:
-            await response.write(first)
+            await self._write(response, first, attempt)
             await self._relay(upstream, response, attempt, first)
         except _StreamBroke as broke:
             attempt.finish(broke.outcome, first_byte=first_byte)
@@ -443,9 +489,11 @@ class Exchange:
             )
             error = {"error": {"message": message, "type": "upstream_error",
                                "code": "upstream_error"}}  # fmt: skip
+            wait = self.proxy.limits.client_write_timeout
             with contextlib.suppress(ConnectionError, aiohttp.ClientConnectionResetError):
-                await response.write(f"data: {json.dumps(error)}\n\n".encode())
-                await response.write_eof()
+                event = f"data: {json.dumps(error)}\n\n".encode()
+                await write_bounded(self.request, response, event, wait)
+                await write_bounded(self.request, response, None, wait)
             raise _Committed(response) from None
         except (ConnectionError, aiohttp.ClientConnectionResetError, asyncio.CancelledError) as e:
             # Our client went away: not the upstream's fault.
@@ -457,8 +505,15 @@ class Exchange:
             Outcome(OutcomeKind.SUCCESS, "stream complete", status=200), first_byte=first_byte
         )
         with contextlib.suppress(ConnectionError, aiohttp.ClientConnectionResetError):
-            await response.write_eof()
+            wait = self.proxy.limits.client_write_timeout
+            await write_bounded(self.request, response, None, wait)
         raise _Committed(response)
+
+    async def _write(self, response: web.StreamResponse, chunk: bytes, attempt: _Recorder) -> None:
+        """A chunk to the client, within the client write timeout and the attempt's total: a
+        client that stops reading must not hold the upstream connection (ConnectionError)."""
+        timeout = min(self.proxy.limits.client_write_timeout, attempt.time_left())
+        await write_bounded(self.request, response, chunk, timeout)
 
     async def _relay(
         self,
@@ -483,7 +538,7 @@ class Exchange:
                 if b"[DONE]" not in tail and first.startswith(b"data:"):
                     raise _StreamBroke(classify_error(ErrorKind.STREAM_CUT, "ended without [DONE]"))
                 return
-            await response.write(chunk)
+            await self._write(response, chunk, attempt)
             tail = (tail + chunk)[-16:]
 
 
@@ -507,11 +562,28 @@ class _Recorder:
         if per_try is not None:
             self.total = min(self.total, parse_duration(per_try))
 
+    def head_timeout(self, stream: bool) -> float:
+        return min(self.first_token, self.total) if stream else self.total
+
     def time_left(self) -> float:
         return max(0.001, self.total - (time.perf_counter() - self.started))
 
     def first_token_left(self) -> float:
         return max(0.001, self.first_token - (time.perf_counter() - self.started))
+
+    def failed(self, error: UpstreamError) -> _Reply | None:
+        """Record a failed attempt. None: try the next candidate; or, for the proxy's own
+        troubles, the answer the client gets at once (no other upstream would do better)."""
+        self.finish(classify_error(error.kind, error.detail))
+        local = _LOCAL_ANSWERS.get(error.kind)
+        if local is None:
+            return None
+        status, kind, message = local
+        limit = self.exchange.proxy.limits.max_answer_bytes
+        body = {"error": {"message": message.format(limit=limit), "type": kind, "param": None,
+                          "code": kind}}  # fmt: skip
+        headers = {"content-type": "application/json", "retry-after": "1"}
+        return _Reply(status, orjson.dumps(body), headers, final=True)
 
     def finish(self, outcome: Outcome, *, first_byte: float | None = None) -> None:
         proxy, target = self.exchange.proxy, self.candidate.target
@@ -519,7 +591,11 @@ class _Recorder:
         attempt = self.attempt
         attempt.outcome = str(outcome.kind)
         attempt.status = outcome.status
-        attempt.error = None if outcome.kind is OutcomeKind.SUCCESS else outcome.detail
+        if outcome.kind is not OutcomeKind.SUCCESS:
+            attempt.error = outcome.detail
+            attempt.summary = (
+                outcome.detail if outcome.error is None else classify_error(outcome.error).detail
+            )
         attempt.ms = (time.perf_counter() - self.started) * 1000
         proxy.breakers.record(target, self.permit, outcome, proxy.clock(), ttft)
         namespace, name = target.key

@@ -71,6 +71,12 @@ class ProxyMetrics:
             ["namespace", "upstream"],
             registry=self.registry,
         )
+        self.table_age = Gauge(
+            "sluice_table_age_seconds",
+            "Seconds since the routing table's source (the cluster watch, the manifest files) "
+            "last confirmed it current; /readyz fails past --stale-after.",
+            registry=self.registry,
+        )
         self.breakers = BreakerMetrics(self.registry, "proxy")
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 

@@ -4,11 +4,21 @@
 :class:`~sluice.proxy.exchange.Exchange` (routing, breakers, failover, streaming);
 ``/v1/models``, ``/health``, ``/metrics`` and ``/admin/breakers`` answer from the table and the
 breakers. Every API request writes one JSON line to the :class:`AccessLog`.
+
+Before a request reaches the Exchange it is checked here, cheapest first (docs/security.md):
+the Host (and a browser's Origin) against the allowlist, the client's key, the replica's
+concurrency limit, the content type, the body (size, time to arrive, valid JSON without
+duplicate keys) and the model name's length. Every wait on the client is bounded: the request
+head and idle keep-alive by the server's keep-alive timeout, the body by
+``Limits.request_body_timeout``, each write of the answer by ``Limits.client_write_timeout``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hmac
+import json
 import logging
 import random
 import time
@@ -22,17 +32,18 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sluice.core import State, Transition
+from sluice.proxy.access import AccessError, ClientKeys, HostAllowlist, presented_key
 from sluice.proxy.breakers import Breakers
-from sluice.proxy.client import UpstreamClient
-from sluice.proxy.exchange import Exchange, Wire, error_response
+from sluice.proxy.client import Endpoint, UpstreamClient
+from sluice.proxy.exchange import Exchange, Wire, error_response, write_bounded
+from sluice.proxy.limits import Limits
 from sluice.proxy.metrics import ProxyMetrics
 from sluice.proxy.table import Candidate, Key, RouteEntry, Table, Target, order_candidates
 
-__all__ = ["PROXY", "AccessLog", "Proxy", "create_app"]
+__all__ = ["PROXY", "AccessLog", "Limits", "Proxy", "Serving", "create_app"]
 
 log = logging.getLogger("sluice.proxy")
 
-MAX_BODY_BYTES = 16 * 1024 * 1024
 STREAMABLE = frozenset({"/v1/chat/completions", "/v1/completions"})
 
 
@@ -64,6 +75,34 @@ class AccessLog:
                 log.warning("access log lost %d line(s): %s", text.count("\n"), e)
 
 
+@dataclass(frozen=True)
+class Serving:
+    """How a proxy serves, the same in both modes: who may call, its limits, the admin port."""
+
+    client_keys: ClientKeys | None = None
+    allowed_hosts: HostAllowlist = field(default_factory=HostAllowlist)
+    limits: Limits = field(default_factory=Limits)
+    admin_port: int | None = None  # None: /admin on the main port
+    admin_host: str = "127.0.0.1"
+
+    def proxy(
+        self, table: Table, *, admin_token: str | None, access_log: AccessLog | None
+    ) -> Proxy:
+        return Proxy(
+            table=table,
+            admin_token=admin_token,
+            access_log=access_log,
+            limits=self.limits,
+            client_keys=self.client_keys,
+            allowed_hosts=self.allowed_hosts,
+        )
+
+    def app(self, proxy: Proxy, *, admin: AdminActions | None) -> web.Application:
+        return create_app(
+            proxy, admin=admin, admin_port=self.admin_port, admin_host=self.admin_host
+        )
+
+
 @dataclass
 class Proxy:
     """Everything a request needs: the table, the breakers, the client session, metrics."""
@@ -72,6 +111,14 @@ class Proxy:
     metrics: ProxyMetrics = field(default_factory=ProxyMetrics)
     admin_token: str | None = None
     access_log: AccessLog | None = None
+    limits: Limits = field(default_factory=Limits)
+    client_keys: ClientKeys | None = None  # None: no client key is asked for
+    allowed_hosts: HostAllowlist = field(default_factory=HostAllowlist)
+    # When the table's source last confirmed it reflects its resources (time.monotonic());
+    # /readyz fails once that is older than stale_after seconds (None: never stale).
+    fresh_at: float = field(default_factory=time.monotonic)
+    stale_after: float | None = None
+    active_requests: int = 0
     clock: Callable[[], float] = time.time
     rng: random.Random = field(default_factory=random.Random)
     breakers: Breakers = field(init=False)
@@ -106,11 +153,18 @@ class Proxy:
 
     def __post_init__(self) -> None:
         self.breakers = Breakers(on_transition=self._transition)
+        self.metrics.table_age.set_function(lambda: time.monotonic() - self.fresh_at)
         self.set_table(self.table)
+
+    def table_age(self) -> float:
+        """Seconds since the table's source last confirmed it is current."""
+        return time.monotonic() - self.fresh_at
 
     def set_table(self, table: Table) -> None:
         self.table = table
         self._wires.clear()
+        if self._client is not None:  # connections to upstreams that are gone
+            self._client.prune({Endpoint.parse(t.spec.base_url) for t in table.targets.values()})
         self.breakers.sync(table, self.clock())
         for problem in table.problems:
             log.warning("%s", problem)
@@ -153,6 +207,69 @@ class Proxy:
 
 
 PROXY = web.AppKey("sluice_proxy", Proxy)
+CLIENT = web.RequestKey("sluice_client", str)  # the calling client's name (with client keys)
+
+
+def _host_refusal(request: web.Request) -> web.Response | None:
+    """A Host (or a browser's Origin) the proxy does not answer to: DNS rebinding, or a web
+    page reaching for a proxy on a developer's machine."""
+    hosts = request.app[PROXY].allowed_hosts
+    if not hosts.patterns:
+        return None
+    if not hosts.allows_host(request.headers.get("Host")):
+        return error_response(
+            421, "this proxy does not answer to that Host name (see --allowed-hosts)",
+            "misdirected_request",
+        )  # fmt: skip
+    if not hosts.allows_origin(request.headers.get("Origin")):
+        return error_response(
+            403, "requests from that web origin are refused (see --allowed-hosts)", "forbidden"
+        )
+    return None
+
+
+def _refusal(request: web.Request, proxy: Proxy) -> web.Response | None:
+    """Why this API request may not be served at all, or None: the Host, or a missing or wrong
+    client key (the client's name goes on the request)."""
+    refused = _host_refusal(request)
+    if refused is not None:
+        return refused
+    keys = proxy.client_keys
+    if keys is not None:
+        client = keys.client(presented_key(request.headers))
+        if client is None:
+            return error_response(
+                401,
+                "a valid client API key is required: 'Authorization: Bearer <key>' "
+                "(the SDK's api_key) or 'x-api-key'",
+                "invalid_api_key",
+            )
+        request[CLIENT] = client
+    return None
+
+
+def _hosts_only(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """``handler`` behind the Host allowlist."""
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        refused = _host_refusal(request)
+        return refused if refused is not None else await handler(request)
+
+    return guarded
+
+
+def _guarded(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """``handler`` behind the Host allowlist and the client keys."""
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        refused = _refusal(request, request.app[PROXY])
+        return refused if refused is not None else await handler(request)
+
+    return guarded
 
 
 async def handle_models(request: web.Request) -> web.Response:
@@ -168,6 +285,70 @@ async def handle_models(request: web.Request) -> web.Response:
     )
 
 
+def _parse(raw: bytes, limits: Limits) -> dict[str, Any] | web.Response:
+    """The request body as JSON with a model name, or the 400 that says what is wrong. A key
+    given twice at the top level is refused: the proxy routes by the value it parsed while the
+    upstream gets the raw bytes, and parsers disagree on which of two values wins."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return error_response(400, "the request body is not valid JSON", "invalid_request_error")
+    if not isinstance(body, dict):
+        return error_response(
+            400, "the request body must be a JSON object", "invalid_request_error"
+        )
+    if b"\\" in raw or raw.count(b'"model"') != 1:  # escapes can spell a key twice, too
+        pairs = json.loads(raw, object_pairs_hook=list)
+        names = [name for name, _ in pairs]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            return error_response(
+                400, f"the request body has duplicate keys: {', '.join(twice)[:200]}",
+                "invalid_request_error",
+            )  # fmt: skip
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        return error_response(400, "the request needs a 'model' string", "invalid_request_error")
+    if len(model) > limits.max_model_length:
+        return error_response(
+            400,
+            f"the model name is {len(model)} characters long; the limit is "
+            f"{limits.max_model_length}",
+            "invalid_request_error",
+        )
+    return body
+
+
+async def _read_body(request: web.Request, limits: Limits) -> bytes | web.Response:
+    """The whole body, within the size limit (413) and the time limit (408)."""
+    content_type = request.headers.get("Content-Type", "")
+    if content_type.split(";", 1)[0].strip().lower() != "application/json":
+        return error_response(
+            415, "the request body must be JSON, sent with 'Content-Type: application/json'",
+            "invalid_request_error",
+        )  # fmt: skip
+    try:
+        async with asyncio.timeout(limits.request_body_timeout):
+            return await request.read()
+    except TimeoutError:
+        response = error_response(
+            408, f"the request body did not arrive within {limits.request_body_timeout:g}s",
+            "request_timeout",
+        )  # fmt: skip
+        # Answer, then close: aiohttp would otherwise linger reading the rest of the body.
+        response.force_close()
+        with contextlib.suppress(ConnectionError):
+            await write_bounded(request, response, None, limits.client_write_timeout)
+        if request.transport is not None:
+            request.transport.close()
+        return response
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(
+            413, f"the request body is over the limit of {limits.max_request_bytes} bytes",
+            "request_too_large",
+        )  # fmt: skip
+
+
 async def handle_api(request: web.Request) -> web.StreamResponse:
     proxy = request.app[PROXY]
     started = time.perf_counter()
@@ -175,22 +356,26 @@ async def handle_api(request: web.Request) -> web.StreamResponse:
     route = "none"
     response: web.StreamResponse | None = None
     try:
-        raw = await request.read()
+        response = _refusal(request, proxy)
+        if response is not None:
+            return response
+        if CLIENT in request:
+            record["client"] = request[CLIENT]
+        if proxy.active_requests >= proxy.limits.max_concurrent_requests:
+            response = error_response(
+                503, "this proxy replica is at its limit of concurrent requests; retry shortly",
+                "overloaded", headers={"Retry-After": "1"},
+            )  # fmt: skip
+            return response
+        proxy.active_requests += 1
         try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            response = error_response(
-                400, "the request body is not valid JSON", "invalid_request_error"
-            )
-            return response
-        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
-            response = error_response(
-                400, "the request needs a 'model' string", "invalid_request_error"
-            )
-            return response
-        stream = bool(body.get("stream")) and request.path in STREAMABLE
-        record.update(model=body["model"], stream=stream)
-        response, route = await Exchange(proxy, request, body, raw, stream, record).run()
+            response, route = await _serve(request, proxy, record)
+        finally:
+            proxy.active_requests -= 1
+        return response
+    except Exception:
+        log.exception("request %s %s failed inside the proxy", request.method, request.path)
+        response = error_response(500, "the proxy failed on this request", "internal_error")
         return response
     finally:
         elapsed = time.perf_counter() - started
@@ -201,6 +386,38 @@ async def handle_api(request: web.Request) -> web.StreamResponse:
         metrics.child(metrics.request_duration, route).observe(elapsed)
         if proxy.access_log is not None:
             proxy.access_log.write(record)
+
+
+async def _serve(
+    request: web.Request, proxy: Proxy, record: dict[str, Any]
+) -> tuple[web.StreamResponse, str]:
+    """Read and check the body, then the Exchange; a complete answer is written here, within
+    the client write timeout. The response and the route label."""
+    raw = await _read_body(request, proxy.limits)
+    if isinstance(raw, web.Response):
+        return raw, "none"
+    body = _parse(raw, proxy.limits)
+    if isinstance(body, web.Response):
+        return body, "none"
+    stream = bool(body.get("stream")) and request.path in STREAMABLE
+    record.update(model=body["model"], stream=stream)
+    response, route = await Exchange(proxy, request, body, raw, stream, record).run()
+    if not response.prepared:
+        await write_bounded(request, response, None, proxy.limits.client_write_timeout)
+    return response, route
+
+
+async def handle_ready(request: web.Request) -> web.Response:
+    """Readiness: the routing table is current (its source confirmed it recently)."""
+    proxy = request.app[PROXY]
+    age = proxy.table_age()
+    if proxy.stale_after is not None and age > proxy.stale_after:
+        return web.Response(
+            status=503,
+            text=f"stale: the routing table was last confirmed {age:.0f}s ago "
+            f"(limit {proxy.stale_after:g}s)\n",
+        )
+    return web.Response(text="ok")
 
 
 async def handle_health(request: web.Request) -> web.Response:
@@ -235,7 +452,7 @@ async def handle_health(request: web.Request) -> web.Response:
 
 
 async def handle_alive(_: web.Request) -> web.Response:
-    """Liveness and readiness: the process serves. (/health is about the upstreams.)"""
+    """Liveness: the process serves. (/readyz is the table, /health the upstreams.)"""
     return web.Response(text="ok")
 
 
@@ -255,7 +472,11 @@ def _admin_guard(
             return error_response(
                 403, "admin endpoints are disabled (no admin token configured)", "forbidden"
             )
-        if request.headers.get("Authorization") != f"Bearer {token}":
+        refused = _host_refusal(request)
+        if refused is not None:
+            return refused
+        presented = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+        if not hmac.compare_digest(presented, f"Bearer {token}".encode()):
             return error_response(
                 401, "admin endpoints need 'Authorization: Bearer <admin token>'", "unauthorized"
             )
@@ -339,6 +560,30 @@ async def _flush_access_log(app: web.Application) -> AsyncIterator[None]:
     access_log.flush()
 
 
+async def _reload_client_keys(app: web.Application) -> AsyncIterator[None]:
+    """Client keys are read again when their file or mounted Secret changes (every 5 s): a
+    rotated key works without a restart; keys that cannot be read leave the old ones in force."""
+    keys = app[PROXY].client_keys
+
+    async def reload_forever(keys: ClientKeys) -> None:
+        while True:
+            await asyncio.sleep(5.0)
+            try:
+                if keys.reload_if_changed():
+                    log.info("client keys reloaded from %s: %d keys", keys.path, len(keys))
+            except AccessError as e:
+                log.error("client keys changed but cannot be read; keeping the old ones: %s", e)
+
+    if keys is None:
+        yield
+        return
+    task = asyncio.create_task(reload_forever(keys))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def _client_session(app: web.Application) -> AsyncIterator[None]:
     proxy = app[PROXY]
     async with aiohttp.ClientSession(
@@ -346,7 +591,7 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
         auto_decompress=False,  # bodies pass through as the upstream encoded them
     ) as session:
         proxy._session = session
-        proxy._client = UpstreamClient()
+        proxy._client = UpstreamClient(max_answer_bytes=proxy.limits.max_answer_bytes)
         try:
             yield
         finally:
@@ -355,23 +600,60 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
             proxy._client = None
 
 
-def create_app(proxy: Proxy, *, admin: AdminActions | None = None) -> web.Application:
-    """The proxy's app. Its cleanup context opens and closes the session to upstreams; add
-    yours after it (they run in order)."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
-    app[PROXY] = proxy
-    app.cleanup_ctx.append(_client_session)
-    app.cleanup_ctx.append(_flush_access_log)
-    if admin is not None:
-        app[ADMIN_ACTIONS] = admin
-    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
-        app.router.add_post(path, handle_api)
-    app.router.add_get("/v1/models", handle_models)
-    app.router.add_get("/health", handle_health)
-    app.router.add_get("/healthz", handle_alive)
-    app.router.add_get("/metrics", handle_metrics)
+def _admin_routes(app: web.Application) -> None:
     app.router.add_get("/admin/breakers", _admin_guard(handle_admin_list))
     app.router.add_post(
         "/admin/breakers/{namespace}/{name}/{action}", _admin_guard(handle_admin_action)
     )
+
+
+def _admin_site(
+    proxy: Proxy, admin: AdminActions | None, host: str, port: int
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context serving only the admin endpoints on their own port."""
+
+    async def serve(_: web.Application) -> AsyncIterator[None]:
+        app = web.Application()
+        app[PROXY] = proxy
+        if admin is not None:
+            app[ADMIN_ACTIONS] = admin
+        _admin_routes(app)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        log.info("admin endpoints on %s:%d", host, port)
+        yield
+        await runner.cleanup()
+
+    return serve
+
+
+def create_app(
+    proxy: Proxy,
+    *,
+    admin: AdminActions | None = None,
+    admin_port: int | None = None,
+    admin_host: str = "127.0.0.1",
+) -> web.Application:
+    """The proxy's app. Its cleanup context opens and closes the session to upstreams; add
+    yours after it (they run in order). With ``admin_port`` the /admin endpoints are served on
+    that port only, not on the app's."""
+    app = web.Application(client_max_size=proxy.limits.max_request_bytes)
+    app[PROXY] = proxy
+    app.cleanup_ctx.append(_client_session)
+    app.cleanup_ctx.append(_flush_access_log)
+    app.cleanup_ctx.append(_reload_client_keys)
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
+        app.router.add_post(path, handle_api)
+    app.router.add_get("/v1/models", _guarded(handle_models))
+    app.router.add_get("/health", _hosts_only(handle_health))
+    app.router.add_get("/healthz", handle_alive)
+    app.router.add_get("/readyz", handle_ready)
+    app.router.add_get("/metrics", handle_metrics)
+    if admin_port is None:
+        if admin is not None:
+            app[ADMIN_ACTIONS] = admin
+        _admin_routes(app)
+    else:
+        app.cleanup_ctx.append(_admin_site(proxy, admin, admin_host, admin_port))
     return app
