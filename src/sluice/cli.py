@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from sluice import __version__
 
 if TYPE_CHECKING:
-    from sluice.proxy.server import AccessLog
+    from sluice.proxy.server import AccessLog, Serving
 
 
 def _controlplane_build(args: argparse.Namespace) -> int:
@@ -207,14 +207,43 @@ def _access_log(enabled: bool) -> AccessLog | None:
     return AccessLog(sys.stderr) if enabled else None
 
 
+def _serving(args: argparse.Namespace) -> Serving:
+    """Who may call, the limits and the admin port, from the flags. Without --allowed-hosts a
+    proxy serving manifests on a loopback address answers only loopback names: a web page
+    cannot reach it through DNS rebinding."""
+    import ipaddress
+
+    from sluice.proxy.access import LOOPBACK_HOSTS, ClientKeys, HostAllowlist
+    from sluice.proxy.server import Limits, Serving
+
+    hosts = args.allowed_hosts
+    if hosts is None and not args.kubernetes:
+        with contextlib.suppress(ValueError):
+            if args.host == "localhost" or ipaddress.ip_address(args.host).is_loopback:
+                hosts = ",".join(LOOPBACK_HOSTS)
+    return Serving(
+        client_keys=ClientKeys.load(args.client_keys) if args.client_keys else None,
+        allowed_hosts=HostAllowlist.parse(hosts or ""),
+        limits=Limits(
+            max_request_bytes=args.max_request_bytes,
+            max_answer_bytes=args.max_answer_bytes,
+            max_concurrent_requests=args.max_concurrent_requests,
+        ),
+        admin_port=args.admin_port,
+        admin_host=args.host,
+    )
+
+
 def _proxy(args: argparse.Namespace) -> int:
     from aiohttp import web
 
+    from sluice.proxy.access import AccessError
     from sluice.proxy.manifests import ManifestError
 
     _logging(args.verbose)
     access_log = _access_log(args.access_log)
     try:
+        serving = _serving(args)
         if args.kubernetes:
             from sluice.proxy import kubernetes
 
@@ -224,6 +253,8 @@ def _proxy(args: argparse.Namespace) -> int:
                     namespace=None if args.all_namespaces else args.namespace,
                     admin_token=_admin_token(args),
                     access_log=access_log,
+                    stale_after=args.stale_after,
+                    serving=serving,
                 )
             )
         else:
@@ -234,6 +265,7 @@ def _proxy(args: argparse.Namespace) -> int:
                     paths=tuple(args.manifests),
                     admin_token=_admin_token(args),
                     access_log=access_log,
+                    serving=serving,
                 )
             )
         web.run_app(
@@ -243,14 +275,27 @@ def _proxy(args: argparse.Namespace) -> int:
             access_log=None,
             print=None,
             loop=_event_loop(args.loop),
+            keepalive_timeout=serving.limits.idle_timeout,
         )
-    except ManifestError as e:
+    except (ManifestError, AccessError) as e:
         print(f"sluice: {e}", file=sys.stderr)
         return 1
     return 0
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
+    return value
+
+
 def _add_proxy(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from sluice.proxy.limits import Limits
+
     proxy = commands.add_parser(
         "proxy",
         help="the OpenAI-compatible gateway (from a cluster, or from manifests on disk)",
@@ -280,6 +325,61 @@ def _add_proxy(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=Path,
         default=None,
         help="bearer token for /admin (default: $SLUICE_ADMIN_TOKEN; none: disabled)",
+    )
+    proxy.add_argument(
+        "--admin-port",
+        type=int,
+        default=None,
+        help="serve /admin on this port only (same --host), not on the API port",
+    )
+    proxy.add_argument(
+        "--client-keys",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="require a client API key (Bearer or x-api-key) on /v1: a file with one key per line, "
+        "or a directory as Kubernetes mounts a Secret (one key per file, named for its client); "
+        "read again when it changes (default: no key needed)",
+    )
+    proxy.add_argument(
+        "--allowed-hosts",
+        default=None,
+        metavar="LIST",
+        help="comma-separated Host names the proxy answers (*.example.com globs; ports ignored); "
+        "others get 421 (default: loopback names when serving manifests on a loopback --host, "
+        "else any)",
+    )
+    limits = Limits()
+    proxy.add_argument(
+        "--max-concurrent-requests",
+        type=_positive,
+        default=limits.max_concurrent_requests,
+        metavar="N",
+        help="requests in progress on this replica; beyond it a fast 503 with Retry-After "
+        f"(default: {limits.max_concurrent_requests})",
+    )
+    proxy.add_argument(
+        "--max-request-bytes",
+        type=_positive,
+        default=limits.max_request_bytes,
+        metavar="N",
+        help=f"largest request body; beyond it 413 (default: {limits.max_request_bytes})",
+    )
+    proxy.add_argument(
+        "--max-answer-bytes",
+        type=_positive,
+        default=limits.max_answer_bytes,
+        metavar="N",
+        help="largest non-streamed upstream answer; beyond it 502 answer_too_large "
+        f"(default: {limits.max_answer_bytes})",
+    )
+    proxy.add_argument(
+        "--stale-after",
+        type=_seconds,
+        default=120.0,
+        metavar="DURATION",
+        help="with --kubernetes: /readyz fails once the watch has not confirmed the routing "
+        "table for this long (default: 120s)",
     )
     proxy.add_argument(
         "--no-access-log",
@@ -339,6 +439,8 @@ def _demo(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from sluice.fakes import FakeUpstream
+    from sluice.proxy.access import LOOPBACK_HOSTS, HostAllowlist
+    from sluice.proxy.server import Serving
     from sluice.proxy.standalone import StandaloneOptions, build
 
     _logging(verbose=False)
@@ -357,8 +459,12 @@ def _demo(args: argparse.Namespace) -> int:
             paths=(examples,),
             admin_token="demo",  # noqa: S106 - the demo's admin token, printed below
             access_log=_access_log(enabled=True),
+            # Open to any client on this machine, and to no web page (DNS rebinding).
+            serving=Serving(allowed_hosts=HostAllowlist.parse(LOOPBACK_HOSTS)),
         )
-        runner = web.AppRunner(build(options), access_log=None)
+        runner = web.AppRunner(
+            build(options), access_log=None, keepalive_timeout=options.serving.limits.idle_timeout
+        )
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", args.port).start()
         base = f"http://127.0.0.1:{args.port}"

@@ -34,7 +34,7 @@ import pydantic
 from aiohttp import web
 
 from sluice.kube import Kube, KubeError, parse_rfc3339
-from sluice.proxy.server import AccessLog, Proxy, create_app
+from sluice.proxy.server import AccessLog, Proxy, Serving
 from sluice.proxy.table import Key, Table, build_table
 from sluice.resources import parse
 from sluice.resources.models import GROUP, VERSION, BreakerPolicy, ModelRoute, Upstream
@@ -62,6 +62,7 @@ class KubernetesOptions:
     max_backoff: float = 30.0
     fresh_every: float = 1.0  # how often a healthy source confirms the table is current
     stale_after: float | None = 120.0  # readiness fails past it without confirmation
+    serving: Serving = field(default_factory=Serving)  # who may call, limits, the admin port
 
 
 class ClusterApi(Protocol):
@@ -404,7 +405,9 @@ def _credentials_problem(secret: SecretState, key: str) -> str | None:
 
 def build(options: KubernetesOptions) -> web.Application:
     """The proxy's app, fed by the watch; it starts serving once the first table is built."""
-    proxy = Proxy(table=Table(), admin_token=options.admin_token, access_log=options.access_log)
+    proxy = options.serving.proxy(
+        Table(), admin_token=options.admin_token, access_log=options.access_log
+    )
     proxy.stale_after = options.stale_after
     state: dict[str, Kube] = {}
 
@@ -444,6 +447,6 @@ def build(options: KubernetesOptions) -> web.Application:
             await task
         await kube.close()
 
-    app = create_app(proxy, admin=admin)
+    app = options.serving.app(proxy, admin=admin)
     app.cleanup_ctx.append(watching)
     return app

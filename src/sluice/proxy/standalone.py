@@ -25,8 +25,9 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
@@ -35,7 +36,7 @@ from sluice.core import State
 from sluice.core.policy import parse_duration
 from sluice.probe import probe
 from sluice.proxy import manifests
-from sluice.proxy.server import AccessLog, Proxy, create_app
+from sluice.proxy.server import AccessLog, Proxy, Serving
 from sluice.proxy.table import Key, Table, Target
 
 __all__ = ["StandaloneOptions", "build"]
@@ -58,6 +59,7 @@ class StandaloneOptions:
     reload_interval: float = 2.0
     default_policy: str = "default"
     access_log: AccessLog | None = None  # None: no access log
+    serving: Serving = field(default_factory=Serving)  # who may call, limits, the admin port
 
 
 def _with_override(target: Target, override: State | None) -> Target:
@@ -162,6 +164,7 @@ async def _reload_forever(
             current = manifests.signature(options.paths)
             if current == loaded:
                 pending = None
+                configuration.proxy.fresh_at = time.monotonic()  # served what the files say
                 continue
             if current != pending:
                 pending = current
@@ -177,6 +180,7 @@ async def _reload_forever(
                 continue  # written while being read: wait for it to hold still again
             loaded, pending = current, None
             configuration.reloaded(table)
+            configuration.proxy.fresh_at = time.monotonic()
             probes.sync()
             log.info("reloaded %d upstreams, %d routes", len(table.targets), len(table.routes))
         except (manifests.ManifestError, OSError) as e:
@@ -190,7 +194,9 @@ def build(options: StandaloneOptions) -> web.Application:
     ManifestError if the files cannot be served."""
     loaded = manifests.signature(options.paths)  # before reading: a change meanwhile reloads
     table = manifests.load(options.paths, default_policy=options.default_policy)
-    proxy = Proxy(table=table, admin_token=options.admin_token, access_log=options.access_log)
+    proxy = options.serving.proxy(
+        table, admin_token=options.admin_token, access_log=options.access_log
+    )
     configuration = _Configuration(proxy, table)
 
     async def background(app: web.Application) -> AsyncIterator[None]:
@@ -203,6 +209,6 @@ def build(options: StandaloneOptions) -> web.Application:
             await reloading
         await probes.stop()
 
-    app = create_app(proxy, admin=configuration.admin_action)
+    app = options.serving.app(proxy, admin=configuration.admin_action)
     app.cleanup_ctx.append(background)  # after the client session the probes use
     return app

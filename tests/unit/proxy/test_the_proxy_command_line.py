@@ -1,13 +1,15 @@
-"""`sluice proxy` flags documented in docs/operations.md: --no-access-log and --loop."""
+"""`sluice proxy` flags documented in docs/operations.md and docs/security.md."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 
+import pytest
 import uvloop
 
-from sluice.cli import _access_log, _event_loop, build_parser
+from sluice.cli import _access_log, _event_loop, _serving, build_parser, main
 from sluice.proxy.server import AccessLog
 
 
@@ -36,3 +38,75 @@ def test_the_loop_is_uvloop_unless_asyncio_is_asked_for() -> None:
     finally:
         for loop in loops.values():
             loop.close()
+
+
+@pytest.mark.parametrize(
+    ("flags", "hosts"),
+    [
+        (["--manifests", "x.yaml"], ("localhost", "127.0.0.1", "[::1]")),
+        (["--manifests", "x.yaml", "--host", "::1"], ("localhost", "127.0.0.1", "[::1]")),
+        (["--manifests", "x.yaml", "--host", "0.0.0.0"], ()),
+        (["--kubernetes", "--host", "127.0.0.1"], ()),
+        (
+            ["--manifests", "x.yaml", "--allowed-hosts", "gw.example, *.svc"],
+            ("gw.example", "*.svc"),
+        ),
+    ],
+)
+def test_a_loopback_proxy_answers_only_loopback_names_unless_told(
+    flags: list[str], hosts: tuple[str, ...]
+) -> None:
+    args = build_parser().parse_args(["proxy", *flags])
+
+    assert _serving(args).allowed_hosts.patterns == hosts
+
+
+def test_limits_client_keys_and_the_admin_port_come_from_flags(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("sk-client-key-0001\n")
+    args = build_parser().parse_args(
+        [
+            "proxy",
+            "--manifests",
+            "x.yaml",
+            "--client-keys",
+            str(keys),
+            "--admin-port",
+            "9001",
+            "--max-concurrent-requests",
+            "7",
+            "--max-request-bytes",
+            "1000",
+            "--max-answer-bytes",
+            "2000",
+        ]  # fmt: skip
+    )
+
+    serving = _serving(args)
+
+    assert serving.client_keys is not None
+    assert serving.client_keys.client("sk-client-key-0001") == "line 1"
+    assert (serving.admin_port, serving.admin_host) == (9001, "127.0.0.1")
+    limits = serving.limits
+    assert (limits.max_concurrent_requests, limits.max_request_bytes) == (7, 1000)
+    assert limits.max_answer_bytes == 2000
+
+
+def test_unreadable_client_keys_stop_the_start_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "upstreams.yaml").write_text("")
+    keys = tmp_path / "keys"
+    keys.write_text("# none yet\n")
+
+    status = main(["proxy", "--manifests", str(tmp_path), "--client-keys", str(keys)])
+
+    assert status == 1
+    assert f"sluice: {keys}: no client keys" in capsys.readouterr().err
+
+
+def test_a_limit_must_be_a_positive_number(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["proxy", "--manifests", "x", "--max-concurrent-requests", "0"])
+
+    assert "0 must be at least 1" in capsys.readouterr().err
