@@ -48,12 +48,12 @@ CASES = [
     (
         "forwardHeaders naming a credential",
         upstream(forwardHeaders=["openai-beta", "Authorization"]),
-        "spec.forwardHeaders: Invalid value: \"array\": forwardHeaders cannot name credentials",
+        'spec.forwardHeaders: Invalid value: "array": forwardHeaders cannot name credentials',
     ),
     (
         "forwardHeaders prefix covering a credential",
         upstream(forwardHeaders=["x-*"]),
-        "spec.forwardHeaders: Invalid value: \"array\": forwardHeaders cannot name credentials",
+        'spec.forwardHeaders: Invalid value: "array": forwardHeaders cannot name credentials',
     ),
     (
         "unknown provider",
