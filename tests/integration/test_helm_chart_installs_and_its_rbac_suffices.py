@@ -331,6 +331,19 @@ def call(proxy: ProxyProcess, path: str, **headers: str) -> tuple[int, dict[str,
     return status, parsed, str(served.get("x-sluice-upstream", ""))
 
 
+def logged_clients(proxy: ProxyProcess) -> set[str]:
+    """The ``client`` of every access log line so far."""
+    clients = set()
+    for line in proxy.log().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and "client" in record:
+            clients.add(str(record["client"]))
+    return clients
+
+
 def serving(proxy: ProxyProcess) -> bool:
     """Whether the proxy answers; an AssertionError with its log if it has exited."""
     if proxy.process.poll() is not None:
@@ -387,15 +400,11 @@ def test_the_proxy_asks_for_the_keys_in_the_charts_secret_mounted_as_the_kubelet
             what="the removed key refused",
         )
 
-        clients = set()
-        for line in proxy.log().splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and "client" in record:
-                clients.add(record["client"])
-        assert {"default", "team-a", "team-b"} <= clients  # the data key's name, in the log
+        eventually(  # the access log is flushed every half second
+            lambda: {"default", "team-a", "team-b"} <= logged_clients(proxy),
+            timeout=5,
+            what="each client's data key name in the access log",
+        )
         assert "Forbidden" not in proxy.log()
         assert key not in proxy.log()
     finally:
