@@ -228,6 +228,7 @@ def _serving(args: argparse.Namespace) -> Serving:
             max_request_bytes=args.max_request_bytes,
             max_answer_bytes=args.max_answer_bytes,
             max_concurrent_requests=args.max_concurrent_requests,
+            max_connections=args.max_connections,
         ),
         admin_port=args.admin_port,
         admin_host=args.host,
@@ -235,10 +236,9 @@ def _serving(args: argparse.Namespace) -> Serving:
 
 
 def _proxy(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     from sluice.proxy.access import AccessError
     from sluice.proxy.manifests import ManifestError
+    from sluice.proxy.server import serve
 
     _logging(args.verbose)
     access_log = _access_log(args.access_log)
@@ -268,15 +268,13 @@ def _proxy(args: argparse.Namespace) -> int:
                     serving=serving,
                 )
             )
-        web.run_app(
-            app,
-            host=args.host,
-            port=args.port,
-            access_log=None,
-            print=None,
-            loop=_event_loop(args.loop),
-            keepalive_timeout=serving.limits.idle_timeout,
-        )
+        loop = _event_loop(args.loop)
+        try:
+            loop.run_until_complete(
+                serve(app, host=args.host, port=args.port, limits=serving.limits)
+            )
+        finally:
+            loop.close()
     except (ManifestError, AccessError) as e:
         print(f"sluice: {e}", file=sys.stderr)
         return 1
@@ -357,6 +355,14 @@ def _add_proxy(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="N",
         help="requests in progress on this replica; beyond it a fast 503 with Retry-After "
         f"(default: {limits.max_concurrent_requests})",
+    )
+    proxy.add_argument(
+        "--max-connections",
+        type=_positive,
+        default=limits.max_connections,
+        metavar="N",
+        help="client connections open at once; beyond it new ones are closed at once "
+        f"(default: {limits.max_connections})",
     )
     proxy.add_argument(
         "--max-request-bytes",

@@ -4,6 +4,7 @@ upstream it should not. Each test is a finding of the audit, reproduced on loopb
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import socket
@@ -16,6 +17,7 @@ from sluice.core import State
 from sluice.proxy.access import ClientKeys, HostAllowlist
 from sluice.proxy.exchange import Exchange
 from sluice.proxy.limits import Limits
+from sluice.proxy.server import Proxy, create_app, serve
 from tests.component import raw
 from tests.component.conftest import API_KEYS, Gateway, MakeGateway, manifests
 
@@ -368,3 +370,40 @@ async def test_readiness_fails_when_the_table_is_stale(gateway: Gateway) -> None
     assert "last confirmed 60s ago" in await stale.text()
     age = next(line for line in metrics.splitlines() if line.startswith("sluice_table_age_seconds"))
     assert float(age.split()[1]) >= 60
+
+
+async def test_connections_beyond_the_limit_are_closed_at_once(
+    gateway: Gateway, unused_tcp_port: int
+) -> None:
+    port, ready = unused_tcp_port, asyncio.Event()
+    serving = asyncio.create_task(
+        serve(
+            create_app(Proxy(table=gateway.proxy.table)),
+            host="127.0.0.1",
+            port=port,
+            limits=Limits(max_connections=2),
+            ready=ready,
+        )
+    )
+    try:
+        await asyncio.wait_for(ready.wait(), 5)
+        idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        await asyncio.sleep(0.1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        refused = await asyncio.wait_for(reader.read(), 2)
+        writer.close()
+        idle.pop()[1].close()
+        await asyncio.sleep(0.1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        served = await asyncio.wait_for(reader.read(), 2)
+        writer.close()
+        for _, idle_writer in idle:
+            idle_writer.close()
+    finally:
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+
+    assert refused == b""
+    assert raw.statuses(served) == [200]

@@ -36,3 +36,6 @@ class Limits:
     # Seconds an idle keep-alive connection stays open, which also bounds how long a request
     # head may take to arrive (aiohttp's keepalive_timeout).
     idle_timeout: float = 75.0
+    # Client connections open at once. Beyond it a new connection is closed at once (the
+    # proxy's file descriptors stay for upstreams). Idle ones close after idle_timeout.
+    max_connections: int = 4096

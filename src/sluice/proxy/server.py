@@ -21,6 +21,7 @@ import hmac
 import json
 import logging
 import random
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ from sluice.proxy.limits import Limits
 from sluice.proxy.metrics import ProxyMetrics
 from sluice.proxy.table import Candidate, Key, RouteEntry, Table, Target, order_candidates
 
-__all__ = ["PROXY", "AccessLog", "Limits", "Proxy", "Serving", "create_app"]
+__all__ = ["PROXY", "AccessLog", "Limits", "Proxy", "Serving", "create_app", "serve"]
 
 log = logging.getLogger("sluice.proxy")
 
@@ -590,12 +591,12 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
         connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
         auto_decompress=False,  # bodies pass through as the upstream encoded them
     ) as session:
-        proxy._session = session
-        proxy._client = UpstreamClient(max_answer_bytes=proxy.limits.max_answer_bytes)
+        client = UpstreamClient(max_answer_bytes=proxy.limits.max_answer_bytes)
+        proxy._session, proxy._client = session, client
         try:
             yield
         finally:
-            await proxy._client.close()
+            await client.close()
             proxy._session = None
             proxy._client = None
 
@@ -657,3 +658,50 @@ def create_app(
     else:
         app.cleanup_ctx.append(_admin_site(proxy, admin, admin_host, admin_port))
     return app
+
+
+class _Refused(asyncio.Protocol):
+    """A connection over Limits.max_connections: closed as soon as it is made."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
+
+
+async def serve(
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    limits: Limits,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Serve ``app`` on host:port until SIGINT or SIGTERM (or cancellation), then shut down
+    gracefully. Like aiohttp's run_app, but with at most ``limits.max_connections`` client
+    connections at once; ``ready`` is set once it listens."""
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=limits.idle_timeout)
+    await runner.setup()
+    server = runner.server
+    if server is None:
+        raise RuntimeError("the app runner has no server")
+
+    def connection() -> asyncio.Protocol:
+        if len(server.connections) >= limits.max_connections:
+            return _Refused()
+        return server()
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    listener = await loop.create_server(connection, host, port, reuse_address=True, backlog=1024)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
+            loop.add_signal_handler(signum, stop.set)
+    try:
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signum)
+        listener.close()
+        await runner.cleanup()

@@ -45,7 +45,7 @@ def test_the_loop_is_uvloop_unless_asyncio_is_asked_for() -> None:
     [
         (["--manifests", "x.yaml"], ("localhost", "127.0.0.1", "[::1]")),
         (["--manifests", "x.yaml", "--host", "::1"], ("localhost", "127.0.0.1", "[::1]")),
-        (["--manifests", "x.yaml", "--host", "0.0.0.0"], ()),
+        (["--manifests", "x.yaml", "--host", "0.0.0.0"], ()),  # noqa: S104
         (["--kubernetes", "--host", "127.0.0.1"], ()),
         (
             ["--manifests", "x.yaml", "--allowed-hosts", "gw.example, *.svc"],
@@ -79,7 +79,7 @@ def test_limits_client_keys_and_the_admin_port_come_from_flags(tmp_path: Path) -
             "1000",
             "--max-answer-bytes",
             "2000",
-        ]  # fmt: skip
+        ]
     )
 
     serving = _serving(args)
