@@ -362,3 +362,46 @@ def lua_script(path: Path, headers: dict[str, str]) -> Path:
     extra = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
     path.write_text(POST_LUA + extra)
     return path
+
+
+def _section_end(lines: list[str], start: int) -> int:
+    return next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+
+
+def page_section(path: Path, heading: str) -> str | None:
+    """The ``## heading`` section of a Markdown page (up to the next ``## ``), or None."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    if f"## {heading}" not in lines:
+        return None
+    start = lines.index(f"## {heading}")
+    return "\n".join(lines[start : _section_end(lines, start)]).rstrip() + "\n"
+
+
+def write_section(path: Path, heading: str, text: str) -> None:
+    """Put ``text`` (starting ``## heading``) into the page at ``path``: in place of the section
+    with that heading, else before "## Could not be measured", else at the end. The rest of the
+    page stays as it is."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    new = [*text.rstrip().splitlines(), ""]
+    if f"## {heading}" in lines:
+        start = lines.index(f"## {heading}")
+        end = _section_end(lines, start)
+    elif "## Could not be measured" in lines:
+        start = end = lines.index("## Could not be measured")
+    else:
+        if lines and lines[-1]:
+            lines.append("")
+        start = end = len(lines)
+    path.write_text("\n".join([*lines[:start], *new, *lines[end:]]).rstrip() + "\n")
+
+
+def source_state() -> str:
+    """The commit the proxy's source is at, and whether src/ has changes not committed."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(ROOT), *args], check=True, capture_output=True, text=True, timeout=30
+        ).stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "src")
+    return git("rev-parse", "--short", "HEAD") + (" + uncommitted changes in src/" if dirty else "")
