@@ -10,8 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import secrets
 import subprocess
 import sys
+import timeit
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,11 +29,13 @@ from harness import (
     ensure_litellm,
     ensure_portkey,
     free_port,
+    group_cpu_seconds,
     lua_script,
     nginx_conf,
     nginx_upstream,
     process,
     run_wrk,
+    sluice_argv,
     targets,
     wait_for_port,
 )
@@ -394,3 +400,74 @@ def summarize_failover(result: dict[str, Any]) -> dict[str, Any]:
         "dead_hits_after_1s": len(late_hits),
         "timeline": timeline,
     }
+
+
+# -- client auth ------------------------------------------------------------------------------
+
+
+def keyless_status(port: int) -> int:
+    """The status a request without a client key gets."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/chat/completions",
+        data=BODY.encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - loopback
+            return int(answer.status)
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def key_check_us(keys: int = 20, calls: int = 20000) -> dict[str, float]:
+    """The check alone, in this process: µs per ``ClientKeys.client`` call with ``keys`` keys,
+    for the last key (what the load sends) and for no key."""
+    from sluice.proxy.access import ClientKeys  # noqa: PLC0415 - only this scenario needs it
+
+    made = {f"client-{i}": secrets.token_urlsafe(32) for i in range(keys)}
+    checker = ClientKeys.of(made)
+    last = made[f"client-{keys - 1}"]
+    assert checker.client(last) == f"client-{keys - 1}"
+    found = {}
+    for name, key in (("valid_key_us", last), ("no_key_us", None)):
+        best = min(timeit.repeat(lambda k=key: checker.client(k), number=calls, repeat=5))
+        found[name] = best / calls * 1e6
+    return found
+
+
+def client_auth(
+    directory: Path, missing: dict[str, str], duration: int, rounds: int, connections: int = 32
+) -> list[dict[str, Any]]:
+    """Sluice without and with ``--client-keys`` (a file of 20 keys; the load sends the last),
+    off, on, off, on, ... each a fresh process, wrk closed loop. Both runs send the same
+    Authorization header, so the only difference is the check."""
+    keys = [secrets.token_urlsafe(32) for _ in range(20)]
+    key_file = directory / "client-keys"
+    key_file.write_text("".join(f"{k}\n" for k in keys))
+    headers = {"Authorization": f"Bearer {keys[-1]}"}
+    script = lua_script(directory / "client-auth.lua", headers)
+    found: list[dict[str, Any]] = []
+    with nginx_upstream(directory) as upstream_port:
+        for index in range(rounds):
+            for auth in (False, True):
+                argv, port = sluice_argv(directory, upstream_port, loop="uvloop")
+                if auth:
+                    argv += ["--client-keys", str(key_file)]
+                name = f"sluice proxy, client keys {'on' if auth else 'off'}"
+                print(f"== client auth, round {index + 1}: {name}", file=sys.stderr, flush=True)
+                with running(name, (argv, port, headers, {}), directory, missing) as pgid:
+                    keyless = keyless_status(port)
+                    run_wrk(port, 8, 2, script)  # warm-up
+                    before = group_cpu_seconds(pgid)
+                    rps, p50, p99, total, errors = run_wrk(port, connections, duration, script)
+                    cpu = (group_cpu_seconds(pgid) - before) / total * 1e6 if total else None
+                    found.append(
+                        {
+                            "round": index + 1, "auth": auth, "connections": connections,
+                            "rps": rps, "p50_ms": p50, "p99_ms": p99,
+                            "cpu_us_per_request": cpu, "errors": errors,
+                            "keyless_status": keyless,
+                        }
+                    )  # fmt: skip
+                    print(f"   {found[-1]}", file=sys.stderr, flush=True)
+    return found
