@@ -30,6 +30,7 @@ from typing import Any, TextIO
 import aiohttp
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sluice.core import State, Transition
@@ -299,7 +300,12 @@ def _parse(raw: bytes, limits: Limits) -> dict[str, Any] | web.Response:
             400, "the request body must be a JSON object", "invalid_request_error"
         )
     if b"\\" in raw or raw.count(b'"model"') != 1:  # escapes can spell a key twice, too
-        pairs = json.loads(raw, object_pairs_hook=list)
+        try:
+            pairs = json.loads(raw, object_pairs_hook=list)
+        except (ValueError, RecursionError):  # what orjson took and json does not (deep nesting)
+            return error_response(
+                400, "the request body is not JSON this proxy can check", "invalid_request_error"
+            )
         names = [name for name, _ in pairs]
         twice = sorted({name for name in names if names.count(name) > 1})
         if twice:
@@ -348,6 +354,12 @@ async def _read_body(request: web.Request, limits: Limits) -> bytes | web.Respon
             413, f"the request body is over the limit of {limits.max_request_bytes} bytes",
             "request_too_large",
         )  # fmt: skip
+    except RequestPayloadError as e:  # e.g. a Content-Encoding the body does not have
+        return error_response(
+            400,
+            f"the request body cannot be read: {str(e).splitlines()[-1].strip()}",
+            "invalid_request_error",
+        )
 
 
 async def handle_api(request: web.Request) -> web.StreamResponse:
@@ -374,6 +386,9 @@ async def handle_api(request: web.Request) -> web.StreamResponse:
         finally:
             proxy.active_requests -= 1
         return response
+    except ConnectionError:  # the client went away (or stopped reading: write_bounded)
+        response = None
+        return web.Response(status=499)  # never sent: there is nobody to send it to
     except Exception:
         log.exception("request %s %s failed inside the proxy", request.method, request.path)
         response = error_response(500, "the proxy failed on this request", "internal_error")
