@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gzip
 import json
 import socket
@@ -18,6 +19,8 @@ from sluice.proxy.access import ClientKeys, HostAllowlist
 from sluice.proxy.exchange import Exchange
 from sluice.proxy.limits import Limits
 from sluice.proxy.server import Proxy, create_app, serve
+from sluice.proxy.table import build_table
+from sluice.resources import parse
 from tests.component import raw
 from tests.component.conftest import API_KEYS, Gateway, MakeGateway, manifests
 
@@ -407,3 +410,43 @@ async def test_connections_beyond_the_limit_are_closed_at_once(
 
     assert refused == b""
     assert raw.statuses(served) == [200]
+
+
+async def test_the_proxys_own_shortage_is_a_503_and_never_the_upstreams_fault(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop = asyncio.get_running_loop()
+    connect = loop.create_connection
+    upstream_ports = {fake.port for fake in gateway.fakes.values()}
+
+    async def exhausted(factory: Any, *args: Any, **options: Any) -> Any:
+        port = args[1] if len(args) > 1 else options.get("port")
+        if port in upstream_ports:  # the proxy's connections to upstreams, not the test's own
+            raise OSError(errno.EMFILE, "Too many open files")
+        return await connect(factory, *args, **options)
+
+    monkeypatch.setattr(loop, "create_connection", exhausted)
+
+    responses = [await gateway.chat() for _ in range(4)]
+
+    assert [r.status for r in responses] == [503] * 4
+    assert (await responses[0].json())["error"]["type"] == "overloaded"
+    assert gateway.hits("secondary") == 0  # no failover: it would fail the same way
+    assert gateway.breaker_state("primary") is State.CLOSED
+
+
+async def test_pools_of_upstreams_that_left_the_table_are_dropped(
+    gateway: Gateway, fakes: dict[str, Any]
+) -> None:
+    assert (await gateway.chat()).status == 200
+    client = gateway.proxy.client
+    assert len(client._pools) == 1
+    documents = [
+        d for d in manifests(fakes) if d["metadata"]["name"] != "primary" or d["kind"] != "Upstream"
+    ]
+    secrets = {("default", f"{n}-key"): {"apiKey": k} for n, k in API_KEYS.items()}
+
+    gateway.proxy.set_table(build_table([parse(d) for d in documents], secrets))
+
+    assert client._pools == {}
+    assert (await gateway.chat()).headers["x-sluice-upstream"] == "secondary"

@@ -666,6 +666,8 @@ def test_a_base_url_that_is_not_http_is_refused() -> None:
         (b'{"usage":{"completion_tokens":3,"prompt_tokens":12}}', {"input": 12, "output": 3}),
         (b'{"usage": {"prompt_tokens": 7, "total_tokens": 7}}', {"input": 7, "output": None}),
         (b'{"choices": []}', None),
+        # A count of thousands of digits: int() would raise (and it was a 500).
+        (b'{"usage": {"prompt_tokens": ' + b"9" * 5000 + b"}}", {"input": None, "output": None}),
     ],
 )
 def test_token_usage_is_read_from_the_tail_of_the_body(
