@@ -36,7 +36,8 @@ async def test_expect_100_continue_reaches_no_upstream_and_opens_no_circuit(
 ) -> None:
     # aiohttp, Go and Node servers answer Expect with 100 Continue; taken as the final answer
     # it graded every attempt a failure, and two requests opened both circuits.
-    request = raw.chat_request(headers={"Expect": "100-continue"})
+    # The 100 and the answer arrive apart when the upstream takes a moment (x-fake-delay).
+    request = raw.chat_request(headers={"Expect": "100-continue", "x-fake-delay": "0.1"})
 
     answers = [await raw.exchange(gateway, request) for _ in range(4)]
 
