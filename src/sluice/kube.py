@@ -24,12 +24,14 @@ from typing import Any, Self
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from sluice.errors import SluiceError
+
 __all__ = ["Connection", "Kube", "KubeError", "SecretNotText", "parse_rfc3339", "rfc3339"]
 
 MERGE_PATCH = "application/merge-patch+json"
 
 
-class KubeError(RuntimeError):
+class KubeError(SluiceError):
     """The API server refused a request (``status`` is its HTTP status, 0 if none)."""
 
     def __init__(self, status: int, message: str) -> None:

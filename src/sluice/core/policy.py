@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from sluice.errors import ConfigurationError
+
 __all__ = [
     "DEFAULT_FAILURE_STATUSES",
     "BreakerPolicy",
@@ -30,7 +32,7 @@ __all__ = [
 ]
 
 
-class PolicyError(ValueError):
+class PolicyError(ConfigurationError):
     """A policy value is invalid; ``field`` names it as a manifest path (``failureRate.window``)."""
 
     def __init__(self, field: str, message: str) -> None:

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from sluice.errors import ConfigurationError
+
 __all__ = ["LOOPBACK_HOSTS", "AccessError", "ClientKeys", "HostAllowlist", "presented_key"]
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
@@ -31,7 +33,7 @@ MAX_KEYS = 10_000
 MAX_KEY_FILE_BYTES = 1024 * 1024
 
 
-class AccessError(ValueError):
+class AccessError(ConfigurationError):
     """The client keys cannot be read; the message names the path and the problem (never a
     key)."""
 

@@ -56,6 +56,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from sluice.core import ErrorKind
+from sluice.errors import SluiceError
 
 __all__ = ["Endpoint", "Response", "UpstreamClient", "UpstreamError"]
 
@@ -67,7 +68,7 @@ MAX_HEAD_BYTES = 1024 * 1024  # status line and headers, informational answers i
 _LOCAL_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
-class UpstreamError(Exception):
+class UpstreamError(SluiceError):
     """An attempt failed before or while reading the answer; ``kind`` is the breaker's name."""
 
     def __init__(self, kind: ErrorKind, detail: str, *, before_response: bool = False) -> None:

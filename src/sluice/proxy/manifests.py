@@ -22,6 +22,7 @@ from typing import Any
 import pydantic
 import yaml
 
+from sluice.errors import ConfigurationError
 from sluice.proxy.table import Key, Table, build_table
 from sluice.resources import parse
 from sluice.resources.models import BreakerPolicy, ModelRoute, Upstream
@@ -31,7 +32,7 @@ __all__ = ["ManifestError", "load", "signature"]
 SUFFIXES = (".yaml", ".yml", ".json")
 
 
-class ManifestError(ValueError):
+class ManifestError(ConfigurationError):
     """A manifest cannot be used; the message names the file, document and field."""
 
 
