@@ -14,6 +14,7 @@ from sluice.core.breaker import (
     Reason,
     State,
     Transition,
+    effective_state,
 )
 from sluice.core.outcome import (
     ErrorKind,
@@ -56,6 +57,7 @@ __all__ = [
     "Transition",
     "classify_error",
     "classify_status",
+    "effective_state",
     "format_duration",
     "parse_duration",
     "parse_retry_after",

@@ -53,6 +53,7 @@ __all__ = [
     "Reason",
     "State",
     "Transition",
+    "effective_state",
 ]
 
 
@@ -132,6 +133,19 @@ class BreakerSnapshot:
 
 
 _DEFAULT_WINDOW = FailureRate()
+
+
+def effective_state(override: State | None, *judges: State | None) -> State:
+    """The one rule for what callers see: an override wins; otherwise the most cautious of the
+    judges' states (any Open is Open, then any HalfOpen); a judge with no view (None) abstains.
+    The operator has one judge (its breaker); a proxy replica has the cluster's and its own."""
+    if override is not None:
+        return override
+    if State.OPEN in judges:
+        return State.OPEN
+    if State.HALF_OPEN in judges:
+        return State.HALF_OPEN
+    return State.CLOSED
 
 
 class CircuitBreaker:

@@ -8,7 +8,8 @@ Rules the API server cannot check (a cycle through several ModelRoutes) are chec
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic.alias_generators import to_camel
@@ -47,6 +48,27 @@ def _covers_reserved(name: str) -> bool:
     if name.endswith("*"):
         return any(r.startswith(name[:-1]) for r in RESERVED_HEADERS)
     return name in RESERVED_HEADERS
+
+
+RESET_ANNOTATION = f"{GROUP}/reset"  # a new value resets an Upstream's breaker once
+
+
+class Ref(NamedTuple):
+    """Which object: its namespace and name."""
+
+    namespace: str
+    name: str
+
+    @classmethod
+    def of(cls, obj: Mapping[str, Any], *, default_namespace: str = "default") -> Ref:
+        """The reference of a Kubernetes object as a dict (a missing namespace is
+        ``default_namespace``)."""
+        metadata = obj.get("metadata") or {}
+        namespace = metadata.get("namespace") or default_namespace
+        return cls(str(namespace), str(metadata.get("name")))
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
 
 
 def _rule(rule: str, message: str, **extra: str) -> JsonDict:
