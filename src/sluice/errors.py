@@ -11,7 +11,11 @@
     │   ├── ManifestError        sluice.proxy.manifests: a manifest on disk
     │   ├── AccessError          sluice.proxy.access: client keys
     │   └── AdminActionError     sluice.proxy.admin: an unknown admin action
-    ├── KubeError                sluice.kube: the API server refused or failed (NotFound, ...)
+    ├── KubeError                sluice.kube: the API server refused or failed
+    │   ├── NotFound             404: no such object
+    │   ├── Conflict             409: it exists, or someone else wrote it first
+    │   ├── Gone                 410: the resourceVersion a watch started from expired
+    │   └── SecretNotText        a Secret's value is not UTF-8 text
     └── UpstreamError            sluice.proxy.client: an attempt at an upstream failed; its
                                  ``kind`` is the breaker's ErrorKind
 

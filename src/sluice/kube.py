@@ -4,7 +4,14 @@ kubernetes_asyncio is the client because it is asyncio-native like everything el
 understands every kubeconfig (exec plugins, OIDC, token files) and in-cluster ServiceAccounts,
 and kopf logs in through it (``kopf.login_via_async_client``), so the operator has one source of
 credentials. It is untyped; this module is the only place that calls it, and it hands out plain
-dicts. Errors become :class:`KubeError` with the API server's status and message.
+dicts. Errors become :class:`KubeError` with the API server's status and message; the statuses
+callers act on have their own types, so callers catch a type, never compare a status code::
+
+    KubeError          the API server refused or failed (``status``: its HTTP status, 0 if none)
+    ├── NotFound       404: no such object (or no such key in a Secret)
+    ├── Conflict       409: it already exists, or someone else wrote it first
+    ├── Gone           410: the resourceVersion a watch started from has expired: list again
+    └── SecretNotText  a Secret's key holds bytes that are not UTF-8 text
 """
 
 from __future__ import annotations
@@ -26,7 +33,17 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from sluice.errors import SluiceError
 
-__all__ = ["Connection", "Kube", "KubeError", "SecretNotText", "parse_rfc3339", "rfc3339"]
+__all__ = [
+    "Conflict",
+    "Connection",
+    "Gone",
+    "Kube",
+    "KubeError",
+    "NotFound",
+    "SecretNotText",
+    "parse_rfc3339",
+    "rfc3339",
+]
 
 MERGE_PATCH = "application/merge-patch+json"
 
@@ -37,6 +54,30 @@ class KubeError(SluiceError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"{status}: {message}" if status else message)
         self.status = status
+
+
+class NotFound(KubeError):
+    """404: no such object."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(404, message)
+
+
+class Conflict(KubeError):
+    """409: the object already exists, or its resourceVersion is not the one written over."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(409, message)
+
+
+class Gone(KubeError):
+    """410: the resourceVersion a watch started from is too old: list again."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(410, message)
+
+
+_BY_STATUS: dict[int, type[NotFound | Conflict | Gone]] = {404: NotFound, 409: Conflict, 410: Gone}
 
 
 class SecretNotText(KubeError):
@@ -50,11 +91,17 @@ class SecretNotText(KubeError):
         self.key = key
 
 
+def _error(status: int, message: str) -> KubeError:
+    """The one place a status becomes a type."""
+    kind = _BY_STATUS.get(status)
+    return KubeError(status, message) if kind is None else kind(message)
+
+
 def _wrap(e: ApiException) -> KubeError:
     message = str(e.reason)
     with contextlib.suppress(TypeError, ValueError, AttributeError):
         message = json.loads(e.body or b"").get("message", message)
-    return KubeError(int(e.status or 0), message)
+    return _error(int(e.status or 0), message)
 
 
 def rfc3339(timestamp: float) -> str:
@@ -182,7 +229,7 @@ class Kube:
         timeout_seconds: int = 300,
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """(type, object) events from ``resource_version`` until the server ends the stream.
-        An expired version raises KubeError(410): list again."""
+        An expired version raises :class:`Gone`: list again."""
         stream = watch.Watch()
         try:
             async with stream.stream(
@@ -195,7 +242,7 @@ class Kube:
                     kind = str(event.get("type"))
                     obj = event.get("raw_object") or event.get("object") or {}
                     if kind == "ERROR":
-                        raise KubeError(int(obj.get("code", 0)), str(obj.get("message", obj)))
+                        raise _error(int(obj.get("code", 0)), str(obj.get("message", obj)))
                     yield kind, dict(obj)
         except ApiException as e:
             raise _wrap(e) from e
@@ -249,7 +296,7 @@ class Kube:
     async def secret_data(self, namespace: str, name: str) -> dict[str, str | bytes]:
         """A Secret's data, decoded: text as ``str``; a value that is not UTF-8 text (a
         keystore, a certificate in DER) stays ``bytes``, so one binary key never makes the
-        others unreadable. KubeError(404) if there is no such Secret."""
+        others unreadable. :class:`NotFound` if there is no such Secret."""
         try:
             secret = await self._core.read_namespaced_secret(name, namespace)
         except ApiException as e:
@@ -264,11 +311,11 @@ class Kube:
         return data
 
     async def secret_value(self, namespace: str, name: str, key: str) -> str:
-        """One key of a Secret, decoded. KubeError(404) if the Secret or the key is missing,
-        SecretNotText (a KubeError) if its value is not UTF-8 text."""
+        """One key of a Secret, decoded. :class:`NotFound` if the Secret or the key is missing,
+        :class:`SecretNotText` if its value is not UTF-8 text."""
         data = await self.secret_data(namespace, name)
         if key not in data:
-            raise KubeError(404, f'secret "{name}" has no key "{key}"')
+            raise NotFound(f'secret "{name}" has no key "{key}"')
         value = data[key]
         if isinstance(value, bytes):
             raise SecretNotText(namespace, name, key)
@@ -286,9 +333,10 @@ class Kube:
         try:
             lease = await self._coordination.read_namespaced_lease(name, namespace)
         except ApiException as e:
-            if e.status == 404:
+            error = _wrap(e)
+            if isinstance(error, NotFound):
                 return None
-            raise _wrap(e) from e
+            raise error from e
         return dict(self._api.sanitize_for_serialization(lease))
 
     async def create_lease(self, namespace: str, lease: dict[str, Any]) -> dict[str, Any]:
@@ -302,7 +350,7 @@ class Kube:
         self, namespace: str, name: str, lease: dict[str, Any]
     ) -> dict[str, Any]:
         """Replace with optimistic concurrency: ``lease.metadata.resourceVersion`` must match
-        (KubeError(409) when someone else wrote it first)."""
+        (:class:`Conflict` when someone else wrote it first)."""
         try:
             replaced = await self._coordination.replace_namespaced_lease(name, namespace, lease)
         except ApiException as e:

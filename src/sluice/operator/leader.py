@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sluice.kube import Kube, KubeError
+from sluice.kube import Conflict, Kube, KubeError
 
 __all__ = ["LeadershipLost", "LeaseElector"]
 
@@ -104,10 +104,8 @@ class LeaseElector:
         if lease is None:
             try:
                 self._lease = await self.kube.create_lease(self.namespace, self._fresh(now))
-            except KubeError as e:
-                if e.status == 409:  # another candidate created it first
-                    return False
-                raise
+            except Conflict:  # another candidate created it first
+                return False
             return True
         self._lease = lease
         spec = lease.get("spec") or {}
@@ -132,10 +130,8 @@ class LeaseElector:
             self._lease = await self.kube.replace_lease(
                 self.namespace, self.name, {**lease, "spec": new_spec}
             )
-        except KubeError as e:
-            if e.status == 409:  # someone renewed or took it between our read and write
-                return False
-            raise
+        except Conflict:  # someone renewed or took it between our read and write
+            return False
         return True
 
     def _fresh(self, now: float) -> dict[str, Any]:

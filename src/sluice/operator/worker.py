@@ -24,7 +24,7 @@ import pydantic
 
 from sluice.core import BreakerPolicy, CircuitBreaker, PolicyError, State, Transition
 from sluice.core.policy import parse_duration
-from sluice.kube import Kube, KubeError, rfc3339
+from sluice.kube import Kube, KubeError, NotFound, rfc3339
 from sluice.operator.health import ProbeHistory, ProbeRecord
 from sluice.operator.metrics import OperatorMetrics
 from sluice.operator.status import (
@@ -301,7 +301,7 @@ class UpstreamWorker:
         try:
             self._api_key = await self.ctx.kube.secret_value(self.namespace, ref.name, ref.key)
         except KubeError as e:
-            reason = "SecretNotFound" if e.status == 404 else "SecretUnreadable"
+            reason = "SecretNotFound" if isinstance(e, NotFound) else "SecretUnreadable"
             self._credentials_problem = Readiness(
                 False, reason, f'credentials secret "{ref.name}" key "{ref.key}": {e}'
             )
@@ -401,9 +401,9 @@ class UpstreamWorker:
             await self.ctx.kube.patch_status(
                 GROUP, VERSION, "upstreams", namespace=self.namespace, name=self.name, status=status
             )
+        except NotFound:  # deleted; the DELETED event stops this worker
+            return True
         except KubeError as e:
-            if e.status == 404:  # deleted; the DELETED event stops this worker
-                return True
             log.warning("upstream %s/%s: status write failed: %s", self.namespace, self.name, e)
             return False
         self.ctx.metrics.status_writes.labels(self.namespace).inc()

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import pydantic
 from aiohttp import web
 
-from sluice.kube import Kube, KubeError, parse_rfc3339
+from sluice.kube import Gone, Kube, KubeError, NotFound, parse_rfc3339
 from sluice.proxy.server import AccessLog, Proxy, Serving
 from sluice.proxy.table import Key, Table, build_table
 from sluice.resources import parse
@@ -124,9 +124,11 @@ def _key(obj: dict[str, Any]) -> Key:
 
 
 def _describe(e: BaseException) -> str:
-    """``TimeoutError()`` says nothing by itself: the type always leads."""
+    """``TimeoutError()`` says nothing by itself: the type always leads. The API server's
+    refusals read ``KubeError: 410: ...`` whatever their subclass: the status says which."""
+    name = KubeError.__name__ if isinstance(e, KubeError) and e.status else type(e).__name__
     text = str(e)
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+    return f"{name}: {text}" if text else name
 
 
 def _status(key: Key, obj: dict[str, Any], problems: list[str]) -> dict[str, Any]:
@@ -216,7 +218,7 @@ class KubernetesSource:
                 raise
             except Exception as e:  # the connection dropped, the server went away, ...
                 self._watching.discard(plural)
-                gone = isinstance(e, KubeError) and e.status == 410
+                gone = isinstance(e, Gone)
                 if gone and not expired:  # the version expired: list again at once
                     expired = True
                     log.info("watching %s: %s; listing again", plural, e)
@@ -373,7 +375,7 @@ class KubernetesSource:
         except asyncio.CancelledError:
             raise
         except Exception as e:
-            if not (isinstance(e, KubeError) and e.status == 404):
+            if not isinstance(e, NotFound):
                 secret.error = _describe(e)
                 return
             data = {}  # no such Secret: an answer, not a failure

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sluice.kube import KubeError
+from sluice.kube import Conflict, KubeError
 from sluice.operator.leader import LeadershipLost, LeaseElector
 
 
@@ -29,7 +29,7 @@ class Leases:
     async def create_lease(self, namespace: str, lease: dict[str, Any]) -> dict[str, Any]:
         name = lease["metadata"]["name"]
         if name in self.stored:
-            raise KubeError(409, "already exists")
+            raise Conflict("already exists")
         return self._store(name, lease)
 
     async def replace_lease(
@@ -41,7 +41,7 @@ class Leases:
             lease["metadata"].get("resourceVersion")
             != self.stored[name]["metadata"]["resourceVersion"]
         ):
-            raise KubeError(409, "the object has been modified")
+            raise Conflict("the object has been modified")
         return self._store(name, lease)
 
     def _store(self, name: str, lease: dict[str, Any]) -> dict[str, Any]:

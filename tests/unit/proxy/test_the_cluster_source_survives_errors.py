@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from sluice.kube import Kube, KubeError, SecretNotText
+from sluice.kube import Gone, Kube, KubeError, NotFound, SecretNotText
 from sluice.proxy import kubernetes
 from sluice.proxy.kubernetes import PLURALS, KubernetesOptions, KubernetesSource
 from sluice.proxy.server import PROXY, Proxy
@@ -98,7 +98,7 @@ class FakeCluster:
                 await asyncio.sleep(3600)
             raise failure
         if (namespace, name) not in self.secrets:
-            raise KubeError(404, f'secrets "{name}" not found')
+            raise NotFound(f'secrets "{name}" not found')
         return dict(self.secrets[namespace, name])
 
     # -- what a test does to the cluster ---------------------------------------------------
@@ -354,8 +354,8 @@ async def test_an_expired_watch_lists_again_at_once_but_not_in_a_loop(
     cluster = two_upstreams()
     async with running(cluster, backoff=5.0, max_backoff=5.0) as run:
         assert cluster.lists["upstreams"] == 1
-        cluster.watch_failures["upstreams"] = [KubeError(410, "too old resource version")]
-        cluster.break_watch("upstreams", KubeError(410, "too old resource version"))
+        cluster.watch_failures["upstreams"] = [Gone("too old resource version")]
+        cluster.break_watch("upstreams", Gone("too old resource version"))
         await until(lambda: cluster.lists["upstreams"] == 2, "listed again", within=0.5)
         # The watch after that list expired at once too: now it backs off (5 s here).
         await asyncio.sleep(0.3)
