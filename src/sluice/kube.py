@@ -12,38 +12,50 @@ callers act on have their own types, so callers catch a type, never compare a st
     ├── Conflict       409: it already exists, or someone else wrote it first
     ├── Gone           410: the resourceVersion a watch started from has expired: list again
     └── SecretNotText  a Secret's key holds bytes that are not UTF-8 text
+
+:class:`Informer` keeps every object of one kind current (list, then watch), for a component
+that needs all of them at every moment rather than an event at a time (the proxy's routing
+table); the operator's watches are kopf's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import datetime as dt
 import functools
 import inspect
 import json
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from sluice.errors import SluiceError
+from sluice.resources import Ref
 
 __all__ = [
+    "Backoff",
     "Conflict",
     "Connection",
     "Gone",
+    "Informer",
     "Kube",
     "KubeError",
     "NotFound",
+    "ObjectSource",
     "SecretNotText",
     "parse_rfc3339",
     "rfc3339",
 ]
+
+log = logging.getLogger("sluice.kube")
 
 MERGE_PATCH = "application/merge-patch+json"
 
@@ -356,3 +368,145 @@ class Kube:
         except ApiException as e:
             raise _wrap(e) from e
         return dict(self._api.sanitize_for_serialization(replaced))
+
+
+# -- informers -----------------------------------------------------------------------------------
+
+
+class ObjectSource(Protocol):
+    """The calls an :class:`Informer` makes (:class:`Kube` has them)."""
+
+    async def list_with_version(
+        self, group: str, version: str, plural: str, namespace: str | None
+    ) -> tuple[list[dict[str, Any]], str]: ...
+
+    def watch_objects(
+        self,
+        group: str,
+        version: str,
+        plural: str,
+        namespace: str | None,
+        *,
+        resource_version: str,
+        timeout_seconds: int = 300,
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]: ...
+
+
+@dataclass
+class Backoff:
+    """Delays between retries: ``first``, doubling up to ``cap``; ``reset`` after a success."""
+
+    first: float
+    cap: float
+    _next: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._next = self.first
+
+    def delay(self) -> float:
+        delay = self._next
+        self._next = min(delay * 2, self.cap)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.first
+
+
+def _log_failure(plural: str, error: BaseException, delay: float) -> None:
+    log.warning(
+        "watching %s failed (%s: %s); retrying in %.1fs", plural, type(error).__name__, error, delay
+    )
+
+
+class Informer:
+    """Every object of one kind (in one namespace or all), by :class:`~sluice.resources.Ref`,
+    kept current until cancelled: list, then watch from the list's resourceVersion.
+
+    An expired version (:class:`Gone`) lists again at once; Gone again straight after a list
+    backs off like any other failure: ``backoff`` seconds, doubling up to ``max_backoff``,
+    back to ``backoff`` once an event or the server's end of a stream arrives. Bookmarks only
+    move the version on. ``on_change`` is called after every list and every change;
+    ``on_failure(error, delay)`` before each back-off (by default it logs a warning). Meanwhile
+    :attr:`objects` stays what it was: the last list and the events since.
+    """
+
+    def __init__(
+        self,
+        source: ObjectSource,
+        group: str,
+        version: str,
+        plural: str,
+        *,
+        namespace: str | None = None,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        watch_timeout: int = 300,
+        on_change: Callable[[], None] | None = None,
+        on_failure: Callable[[BaseException, float], None] | None = None,
+    ) -> None:
+        self.plural = plural
+        self._source = source
+        self._kind = (group, version, plural, namespace)
+        self._retry = Backoff(backoff, max_backoff)
+        self._watch_timeout = watch_timeout
+        self._on_change = on_change or (lambda: None)
+        self._on_failure = on_failure or functools.partial(_log_failure, plural)
+        self._objects: dict[Ref, dict[str, Any]] = {}
+        self._listed = False
+        self._synced = False
+        self._expired = False  # the last attempt ended in Gone before any event
+
+    @property
+    def objects(self) -> Mapping[Ref, dict[str, Any]]:
+        return self._objects
+
+    @property
+    def listed(self) -> bool:
+        """A list has succeeded at least once: :attr:`objects` is the whole kind."""
+        return self._listed
+
+    @property
+    def synced(self) -> bool:
+        """Listed, and watching since without a failure: :attr:`objects` is current."""
+        return self._synced
+
+    async def run(self) -> None:
+        """List and watch until cancelled; a failure is retried, never raised."""
+        while True:
+            try:
+                await self._list_and_watch()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the connection dropped, the server went away, ...
+                self._synced = False
+                gone = isinstance(e, Gone)
+                if gone and not self._expired:  # the version expired: list again at once
+                    self._expired = True
+                    log.info("watching %s: %s; listing again", self.plural, e)
+                    continue
+                self._expired = gone  # Gone again straight after a list: back off
+                delay = self._retry.delay()
+                self._on_failure(e, delay)
+                await asyncio.sleep(delay)
+
+    async def _list_and_watch(self) -> None:
+        items, version = await self._source.list_with_version(*self._kind)
+        self._objects = {Ref.of(item): item for item in items}
+        self._listed = self._synced = True
+        self._on_change()
+        while True:  # watch from the list's version until it expires
+            async for kind, obj in self._source.watch_objects(
+                *self._kind, resource_version=version, timeout_seconds=self._watch_timeout
+            ):
+                self._retry.reset()
+                self._expired = False
+                version = str((obj.get("metadata") or {}).get("resourceVersion", version))
+                if kind == "BOOKMARK":
+                    continue
+                if kind == "DELETED":
+                    self._objects.pop(Ref.of(obj), None)
+                else:
+                    self._objects[Ref.of(obj)] = obj
+                self._on_change()
+            self._retry.reset()  # the server ended the stream in time: watch on
+            self._expired = False

@@ -1,6 +1,7 @@
 """``sluice proxy --kubernetes``: the routing table from a watch on the API server.
 
-Upstreams, BreakerPolicies and ModelRoutes are listed, then watched; every change rebuilds the
+Upstreams, BreakerPolicies and ModelRoutes are listed, then watched (a
+:class:`~sluice.kube.Informer` for each); every change rebuilds the
 table (a status change too: that is how the operator's breaker reaches every replica, within a
 second). Secrets are read with ``get``, only those Upstreams name, and again every minute, so
 the proxy needs no list or watch on Secrets. If the API server goes away the last table stays
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -33,7 +35,7 @@ from typing import Any, Protocol
 import pydantic
 from aiohttp import web
 
-from sluice.kube import Gone, Kube, KubeError, NotFound, parse_rfc3339
+from sluice.kube import Backoff, Informer, Kube, KubeError, NotFound, ObjectSource, parse_rfc3339
 from sluice.proxy.server import AccessLog, Proxy, Serving
 from sluice.proxy.table import Key, Table, build_table
 from sluice.resources import parse
@@ -65,45 +67,11 @@ class KubernetesOptions:
     serving: Serving = field(default_factory=Serving)  # who may call, limits, the admin port
 
 
-class ClusterApi(Protocol):
-    """The calls the source makes (:class:`~sluice.kube.Kube` has them)."""
-
-    async def list_with_version(
-        self, group: str, version: str, plural: str, namespace: str | None
-    ) -> tuple[list[dict[str, Any]], str]: ...
-
-    def watch_objects(
-        self,
-        group: str,
-        version: str,
-        plural: str,
-        namespace: str | None,
-        *,
-        resource_version: str,
-        timeout_seconds: int = 300,
-    ) -> AsyncIterator[tuple[str, dict[str, Any]]]: ...
+class ClusterApi(ObjectSource, Protocol):
+    """The calls the source makes (:class:`~sluice.kube.Kube` has them): its informers' list
+    and watch, and Secret reads."""
 
     async def secret_data(self, namespace: str, name: str) -> dict[str, str | bytes]: ...
-
-
-@dataclass
-class Backoff:
-    """Delays between retries: ``first``, doubling up to ``cap``; ``reset`` after a success."""
-
-    first: float
-    cap: float
-    _next: float = field(init=False)
-
-    def __post_init__(self) -> None:
-        self._next = self.first
-
-    def delay(self) -> float:
-        delay = self._next
-        self._next = min(delay * 2, self.cap)
-        return delay
-
-    def reset(self) -> None:
-        self._next = self.first
 
 
 @dataclass
@@ -116,11 +84,6 @@ class SecretState:
     keys: frozenset[str] | None = None  # keys the last answer had (404: none); None: no answer
     error: str | None = None  # why the last read failed, if it did
     due: float = -math.inf  # when to read it again
-
-
-def _key(obj: dict[str, Any]) -> Key:
-    metadata = obj.get("metadata") or {}
-    return str(metadata.get("namespace") or "default"), str(metadata.get("name"))
 
 
 def _describe(e: BaseException) -> str:
@@ -148,23 +111,44 @@ def _status(key: Key, obj: dict[str, Any], problems: list[str]) -> dict[str, Any
     return status
 
 
+def _watch_failed(plural: str, error: BaseException, delay: float) -> None:
+    log.warning(
+        "watching %s failed (%s); serving the last known table; retrying in %.1fs",
+        plural,
+        _describe(error),
+        delay,
+    )
+
+
 @dataclass
 class KubernetesSource:
     kube: ClusterApi
     proxy: Proxy
     options: KubernetesOptions
-    objects: dict[str, dict[Key, dict[str, Any]]] = field(
-        default_factory=lambda: {plural: {} for plural in PLURALS}
-    )
     secrets: dict[Key, SecretState] = field(default_factory=dict)
     synced: asyncio.Event = field(default_factory=asyncio.Event)  # the first table is in
-    _listed: set[str] = field(default_factory=set)  # listed at least once
-    _watching: set[str] = field(default_factory=set)  # listed, and its watch has not failed
+    informers: dict[str, Informer] = field(init=False)  # by plural, in PLURALS' order
     _built: bool = False  # the last rebuild succeeded
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def __post_init__(self) -> None:
+        self.informers = {
+            plural: Informer(
+                self.kube,
+                GROUP,
+                VERSION,
+                plural,
+                namespace=self.options.namespace,
+                backoff=self.options.backoff,
+                max_backoff=self.options.max_backoff,
+                on_change=self._changed.set,
+                on_failure=functools.partial(_watch_failed, plural),
+            )
+            for plural in PLURALS
+        }
+
     async def run(self) -> None:
-        tasks = [asyncio.create_task(self._watch(plural)) for plural in PLURALS]
+        tasks = [asyncio.create_task(informer.run()) for informer in self.informers.values()]
         tasks.append(asyncio.create_task(self._rebuild_forever()))
         try:
             await asyncio.gather(*tasks)
@@ -179,59 +163,11 @@ class KubernetesSource:
     @property
     def healthy(self) -> bool:
         """Every watch is synced and the last rebuild succeeded: the table is current."""
-        return self._built and self._watching == set(PLURALS)
+        return self._built and all(i.synced for i in self.informers.values())
 
     def _confirm_fresh(self) -> None:
         if self.healthy:
             self.proxy.fresh_at = time.monotonic()
-
-    async def _watch(self, plural: str) -> None:
-        retry = self._backoff()
-        namespace = self.options.namespace
-        expired = False  # the last attempt ended in 410 before any event
-        while True:
-            try:
-                items, version = await self.kube.list_with_version(
-                    GROUP, VERSION, plural, namespace
-                )
-                self.objects[plural] = {_key(item): item for item in items}
-                self._listed.add(plural)
-                self._watching.add(plural)
-                self._changed.set()
-                while True:  # watch from the list's version until it expires
-                    async for kind, obj in self.kube.watch_objects(
-                        GROUP, VERSION, plural, namespace, resource_version=version
-                    ):
-                        retry.reset()
-                        expired = False
-                        version = str((obj.get("metadata") or {}).get("resourceVersion", version))
-                        if kind == "BOOKMARK":
-                            continue
-                        if kind == "DELETED":
-                            self.objects[plural].pop(_key(obj), None)
-                        else:
-                            self.objects[plural][_key(obj)] = obj
-                        self._changed.set()
-                    retry.reset()  # the server ended the stream in time: watch on
-                    expired = False
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # the connection dropped, the server went away, ...
-                self._watching.discard(plural)
-                gone = isinstance(e, Gone)
-                if gone and not expired:  # the version expired: list again at once
-                    expired = True
-                    log.info("watching %s: %s; listing again", plural, e)
-                    continue
-                expired = gone  # 410 again straight after a list: back off like any error
-                delay = retry.delay()
-                log.warning(
-                    "watching %s failed (%s); serving the last known table; retrying in %.1fs",
-                    plural,
-                    _describe(e),
-                    delay,
-                )
-                await asyncio.sleep(delay)
 
     def _secrets_due(self) -> float:
         return min((secret.due for secret in self.secrets.values()), default=math.inf)
@@ -252,7 +188,7 @@ class KubernetesSource:
                     continue
             self._changed.clear()
             await asyncio.sleep(0.02)  # let a burst of events land: one rebuild for all
-            if self._listed != set(PLURALS):
+            if not all(i.listed for i in self.informers.values()):
                 continue
             try:
                 table = await self.build()
@@ -281,8 +217,8 @@ class KubernetesSource:
         resources: list[Upstream | BreakerPolicy | ModelRoute] = []
         statuses: dict[Key, dict[str, Any]] = {}
         problems: list[str] = []
-        for plural, objects in self.objects.items():
-            for key, obj in sorted(objects.items()):
+        for plural, informer in self.informers.items():
+            for key, obj in sorted(informer.objects.items()):
                 document = {k: v for k, v in obj.items() if k != "status"}
                 try:
                     resources.append(parse(document))
