@@ -136,3 +136,19 @@ async def test_health_goes_ok_degraded_unhealthy(gateway: Gateway) -> None:
         await gateway.chat()
     status, body = await health()
     assert (status, body["status"]) == (503, "unhealthy")
+
+
+async def test_health_shows_the_failures_that_opened_a_circuit_and_those_since(
+    gateway: Gateway,
+) -> None:
+    gateway.fakes["primary"].default_status = 503
+    for _ in range(3):
+        await gateway.chat()
+
+    opened = (await (await gateway.client.get("/health")).json())["upstreams"][0]
+    gateway.clock.now += 3  # the open period (2 s) ends: the next request is a trial, and fails
+    await gateway.chat()
+    reopened = (await (await gateway.client.get("/health")).json())["upstreams"][0]
+
+    assert (opened["state"], opened["failures"]) == ("open", 3)
+    assert (reopened["state"], reopened["failures"]) == ("open", 4)

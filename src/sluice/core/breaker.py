@@ -154,6 +154,7 @@ class CircuitBreaker:
     __slots__ = (
         "_closed_since",
         "_consecutive",
+        "_failures_since_trip",
         "_forced",
         "_generation",
         "_half_open_successes",
@@ -193,6 +194,7 @@ class CircuitBreaker:
         self._window = SlidingWindow((policy.failure_rate or _DEFAULT_WINDOW).window)
         self._consecutive = 0
         self._probe_consecutive = 0
+        self._failures_since_trip = 0  # the failures that opened it, and those since
         self._trip_count = 0
         self._streak = 0
         self._opened_at: float | None = None
@@ -231,6 +233,15 @@ class CircuitBreaker:
     @property
     def consecutive_probe_failures(self) -> int:
         return self._probe_consecutive
+
+    @property
+    def failures(self) -> int:
+        """Why it is not Closed, in a number: in Closed, the failures in a row (requests or
+        probes, whichever is more); since a trip, the failures that tripped it plus every
+        failed probe and trial since, until it closes again."""
+        if self._state is State.CLOSED:
+            return max(self._consecutive, self._probe_consecutive)
+        return self._failures_since_trip
 
     @property
     def trials_in_flight(self) -> int:
@@ -377,7 +388,8 @@ class CircuitBreaker:
                 self._trip(Reason.TRIAL_FAILED, f"probe failed: {outcome.detail}", now)
             else:
                 self._trial_succeeded(now, what="probe")
-        # Open: the open period runs its course; probes only feed health statistics.
+        elif failed:  # Open: the open period runs its course; a failed probe is still counted
+            self._failures_since_trip += 1
 
     # -- operations ------------------------------------------------------------------------
 
@@ -567,6 +579,10 @@ class CircuitBreaker:
             duration = min(
                 duration * (1.0 + policy.jitter * self._random()), policy.max_open_duration
             )
+        if self._state is State.CLOSED:
+            self._failures_since_trip = max(self._consecutive, self._probe_consecutive, 1)
+        else:  # a failed trial (or probe) reopened it
+            self._failures_since_trip += 1
         self._streak += 1
         self._trip_count += 1
         self._opened_at = now

@@ -229,3 +229,17 @@ def test_a_trial_reporting_success_after_max_duration_still_failed() -> None:
 
     assert subject.state is State.OPEN
     assert subject.transitions[-1].reason is Reason.TRIAL_TIMED_OUT
+
+
+def test_failures_count_what_opened_the_circuit_until_it_closes() -> None:
+    subject = make(policy(open_duration=30))
+    trip(subject, now=0)
+    assert subject.breaker.failures == 3  # what tripped it, not the zeroed consecutive count
+
+    subject.breaker.record_probe(HTTP_503, 1)  # while Open, a failed probe still counts
+    assert subject.breaker.failures == 4
+    subject.call(HTTP_503, 31)  # the trial fails: open again
+    assert (subject.state, subject.breaker.failures) == (State.OPEN, 5)
+
+    subject.call(OK, 100)  # the next trial closes it
+    assert (subject.state, subject.breaker.failures) == (State.CLOSED, 0)
