@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 from sluice import __version__
 
 if TYPE_CHECKING:
-    from sluice.proxy.server import AccessLog, Serving
+    from sluice.proxy.accesslog import AccessLog
+    from sluice.proxy.server import Serving
 
 
 def _controlplane_build(args: argparse.Namespace) -> int:
@@ -202,7 +203,7 @@ def _event_loop(choice: str) -> asyncio.AbstractEventLoop:
 def _access_log(enabled: bool) -> AccessLog | None:
     """One JSON object per request on stderr, as is: log collectors parse it. Batched: a write
     per request cost a fifth of the proxy's throughput; at least every 0.5 s it is written."""
-    from sluice.proxy.server import AccessLog
+    from sluice.proxy.accesslog import AccessLog
 
     return AccessLog(sys.stderr) if enabled else None
 
@@ -214,7 +215,8 @@ def _serving(args: argparse.Namespace) -> Serving:
     import ipaddress
 
     from sluice.proxy.access import LOOPBACK_HOSTS, ClientKeys, HostAllowlist
-    from sluice.proxy.server import Limits, Serving
+    from sluice.proxy.limits import Limits
+    from sluice.proxy.server import Serving
 
     hosts = args.allowed_hosts
     if hosts is None and not args.kubernetes:

@@ -26,12 +26,11 @@ from sluice.core import (
     classify_status,
 )
 from sluice.core.policy import parse_duration
+from sluice.providers import provider
 from sluice.resources.models import UpstreamSpec
 
-__all__ = ["ProbeResult", "auth_headers", "error_kind", "probe"]
+__all__ = ["ProbeResult", "error_kind", "probe"]
 
-ANTHROPIC_VERSION = "2023-06-01"
-AZURE_API_VERSION = "2024-10-21"
 USER_AGENT = "sluice-operator"
 
 
@@ -45,17 +44,6 @@ class ProbeResult:
     @property
     def ok(self) -> bool:
         return self.outcome.kind is OutcomeKind.SUCCESS
-
-
-def auth_headers(provider: str, api_key: str | None) -> dict[str, str]:
-    """The provider's authentication header for ``api_key`` (none without a key)."""
-    if not api_key:
-        return {}
-    if provider == "anthropic":
-        return {"x-api-key": api_key, "anthropic-version": ANTHROPIC_VERSION}
-    if provider == "azure-openai":
-        return {"api-key": api_key}
-    return {"Authorization": f"Bearer {api_key}"}
 
 
 def error_kind(error: BaseException) -> ErrorKind:
@@ -85,8 +73,9 @@ async def probe(
     if settings is None:
         raise ValueError("only upstreams with a probe block are probed")
     url = spec.base_url.rstrip("/") + settings.path
-    headers = {"User-Agent": USER_AGENT, **auth_headers(spec.provider, api_key)}
-    params = {"api-version": AZURE_API_VERSION} if spec.provider == "azure-openai" else None
+    speaks = provider(spec.provider)
+    headers = {"User-Agent": USER_AGENT, **dict(speaks.auth_headers(api_key))}
+    params = dict(speaks.probe_params) or None
     body = None
     if settings.method == "POST":
         first = spec.models[0]

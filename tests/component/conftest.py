@@ -14,7 +14,9 @@ from openai import AsyncOpenAI
 
 from sluice.core import State
 from sluice.fakes import FakeUpstream
-from sluice.proxy.server import AccessLog, Proxy, create_app
+from sluice.proxy.accesslog import AccessLog
+from sluice.proxy.server import create_app
+from sluice.proxy.state import Proxy
 from sluice.proxy.table import Key, build_table
 from sluice.resources import parse
 

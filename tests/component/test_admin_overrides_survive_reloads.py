@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 
 from sluice.core import State
 from sluice.fakes import FakeUpstream
-from sluice.proxy.server import PROXY
+from sluice.proxy.handlers import PROXY
 from sluice.proxy.standalone import StandaloneOptions, build
 from tests.component.conftest import manifests
 from tests.component.test_standalone_mode import write

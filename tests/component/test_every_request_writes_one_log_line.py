@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 
-from sluice.proxy.server import AccessLog
+from sluice.proxy.accesslog import AccessLog
 from tests.component.conftest import API_KEYS, Gateway
 
 

@@ -18,7 +18,8 @@ from sluice.core import State
 from sluice.proxy.access import ClientKeys, HostAllowlist
 from sluice.proxy.exchange import Exchange
 from sluice.proxy.limits import Limits
-from sluice.proxy.server import Proxy, create_app, serve
+from sluice.proxy.server import create_app, serve
+from sluice.proxy.state import Proxy
 from sluice.proxy.table import build_table
 from sluice.resources import parse
 from tests.component import raw
@@ -130,13 +131,13 @@ async def test_a_client_that_stops_reading_a_stream_frees_the_upstream_slot(
     await asyncio.get_running_loop().sock_sendall(sock, request)
     try:
         # The client never reads. Within the write timeout the proxy gives up on it.
-        in_flight = gateway.proxy.in_flight
+        load = gateway.proxy.load
         key = ("default", "primary")
         for _ in range(100):
             await asyncio.sleep(0.1)
-            if gateway.proxy.in_flight.get(key, 0) == 0 and gateway.hits("primary") == 1:
+            if load.in_flight(key) == 0 and gateway.hits("primary") == 1:
                 break
-        assert in_flight.get(key, 0) == 0
+        assert load.in_flight(key) == 0
 
         after = await gateway.chat()
     finally:

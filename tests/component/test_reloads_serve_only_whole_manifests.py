@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 
 from sluice.fakes import FakeUpstream
 from sluice.proxy import manifests as manifest_files
-from sluice.proxy.server import PROXY
+from sluice.proxy.handlers import PROXY
 from sluice.proxy.standalone import StandaloneOptions, build
 from sluice.proxy.table import Table
 from tests.component.conftest import API_KEYS, manifests

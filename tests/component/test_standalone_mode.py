@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 from sluice.core import State
 from sluice.devcluster.cluster import free_port
 from sluice.fakes import FakeUpstream
-from sluice.proxy.server import PROXY
+from sluice.proxy.handlers import PROXY
 from sluice.proxy.standalone import StandaloneOptions, build
 from tests.component.conftest import API_KEYS, manifests
 

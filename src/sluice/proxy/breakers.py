@@ -8,10 +8,9 @@ breaker must admit it (HalfOpen locally: one trial permit at a time).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
-from sluice.core import CircuitBreaker, Outcome, Permit, State, Transition
+from sluice.core import CircuitBreaker, Outcome, Permit, State, Transition, effective_state
 from sluice.proxy.table import Key, Table, Target
 
 __all__ = ["Breakers"]
@@ -88,19 +87,7 @@ class Breakers:
             breaker.record(permit, outcome, now, duration=duration)
 
     def effective_state(self, target: Target, now: float) -> State:
+        """What this replica makes of the upstream now: the override, else the more cautious
+        of the cluster's breaker and its own (core.effective_state, the one rule)."""
         local = self._breakers[target.key].poll(now)
-        if target.override is not None:
-            return target.override
-        cluster = target.cluster_state
-        if cluster is State.OPEN or local is State.OPEN:
-            return State.OPEN
-        if cluster is State.HALF_OPEN or local is State.HALF_OPEN:
-            return State.HALF_OPEN
-        return State.CLOSED
-
-    @staticmethod
-    def retry_after(seconds: float) -> int:
-        """A Retry-After header value: whole seconds, at least 1, capped for 'unknown'."""
-        if math.isinf(seconds):
-            return 30
-        return max(1, math.ceil(seconds))
+        return effective_state(target.override, target.cluster_state, local)

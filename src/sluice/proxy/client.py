@@ -49,14 +49,13 @@ import socket
 import ssl
 import time
 from collections.abc import Collection
-from dataclasses import dataclass
 from typing import Self
-from urllib.parse import urlsplit
 
 import httptools
 
 from sluice.core import ErrorKind
 from sluice.errors import SluiceError
+from sluice.proxy.endpoint import Endpoint
 
 __all__ = ["Endpoint", "Response", "UpstreamClient", "UpstreamError"]
 
@@ -77,30 +76,6 @@ class UpstreamError(SluiceError):
         self.detail = detail
         # Nothing of a response arrived: safe to send again on another connection.
         self.before_response = before_response
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """Where an upstream's base URL points, parsed once."""
-
-    scheme: str
-    host: str
-    port: int
-    prefix: str  # the base URL's path, without a trailing slash
-    host_header: str  # the whole "Host: ..." line
-
-    @classmethod
-    def parse(cls, base_url: str) -> Endpoint:
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"baseURL {base_url!r} is not an http(s) URL with a host")
-        default = 443 if parts.scheme == "https" else 80
-        port = parts.port or default
-        host = parts.hostname
-        shown = f"[{host}]" if ":" in host else host
-        header = shown if port == default else f"{shown}:{port}"
-        ascii_header = header.encode("idna").decode("ascii")
-        return cls(parts.scheme, host, port, parts.path.rstrip("/"), f"Host: {ascii_header}")
 
 
 def request_head(

@@ -36,7 +36,10 @@ from sluice.core import State
 from sluice.core.policy import parse_duration
 from sluice.probe import probe
 from sluice.proxy import manifests
-from sluice.proxy.server import AccessLog, Proxy, Serving
+from sluice.proxy.accesslog import AccessLog
+from sluice.proxy.admin import AdminAction
+from sluice.proxy.server import Serving
+from sluice.proxy.state import Proxy
 from sluice.proxy.table import Key, Table, Target
 
 __all__ = ["StandaloneOptions", "build"]
@@ -44,12 +47,6 @@ __all__ = ["StandaloneOptions", "build"]
 log = logging.getLogger("sluice.proxy")
 
 Signature = tuple[tuple[str, int, int], ...]
-
-ADMIN_OVERRIDES: dict[str, State | None] = {
-    "open": State.OPEN,
-    "close": State.CLOSED,
-    "auto": None,
-}
 
 
 @dataclass(frozen=True)
@@ -100,15 +97,13 @@ class _Configuration:
         self.files = files
         self.proxy.set_table(self.effective())
 
-    async def admin_action(self, key: Key, action: str) -> None:
-        if action == "reset":
+    async def admin_action(self, key: Key, action: AdminAction) -> None:
+        if action is AdminAction.RESET:
             self.proxy.breakers.get(key).reset(
                 self.proxy.clock(), message="reset by the admin endpoint"
             )
             return
-        if action not in ADMIN_OVERRIDES:
-            raise ValueError(f"unknown action {action!r}: use open, close, auto or reset")
-        self.admin[key] = (ADMIN_OVERRIDES[action], self.files.targets[key].override)
+        self.admin[key] = (action.override, self.files.targets[key].override)
         table = self.effective()
         table.problems = []  # logged when the files were loaded; nothing new to say
         self.proxy.set_table(table)

@@ -1,56 +1,176 @@
-"""The proxy's routing table: what it knows of upstreams, policies and routes. Pure data.
+"""The proxy's routing table: the resources compiled once into what the request path uses.
+Pure data.
 
 Built the same way from manifests on disk and from a Kubernetes watch (the proxy's small
 config contract, as Envoy AI Gateway's filterapi is for its data plane): no Kubernetes types,
-no I/O. ``candidates`` turns a requested model into an ordered list of upstreams to try.
+no I/O. Building it compiles each spec once (as Envoy AI Gateway's ``NewRuntimeConfig`` does):
+a :class:`Target` carries its endpoint, headers, provider and timeouts in seconds; a
+:class:`RouteEntry` its strategy and ``whenAllOpen`` as enums, its retry plan and sticky rule.
+Nothing on the request path parses a spec string. :meth:`Table.resolve` turns a requested
+model into its candidates; ordering them is the picker's (``sluice.proxy.picking``).
 """
 
 from __future__ import annotations
 
 import fnmatch
-import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
-from sluice.core import BreakerPolicy, PolicyError, State
+from sluice.core import BreakerPolicy, PolicyError, State, parse_duration
 from sluice.kube import parse_rfc3339
+from sluice.providers import Provider, provider
+from sluice.proxy.endpoint import Endpoint
 from sluice.resources.models import (
     BreakerPolicy as BreakerPolicyResource,
 )
 from sluice.resources.models import (
     ModelRoute,
     ModelRouteSpec,
+    Ref,
+    Retry,
     Upstream,
     UpstreamSpec,
 )
+from sluice.resources.models import (
+    Timeouts as TimeoutsSpec,
+)
 
-__all__ = ["Candidate", "Key", "Resolved", "RouteEntry", "Table", "Target", "build_table"]
+__all__ = [
+    "FORWARDED",
+    "Candidate",
+    "Key",
+    "Resolved",
+    "RetryPlan",
+    "RouteEntry",
+    "StickyRule",
+    "Strategy",
+    "Table",
+    "Target",
+    "Timeouts",
+    "WhenAllOpen",
+    "build_table",
+]
 
-Key = tuple[str, str]  # (namespace, name)
+Key = tuple[str, str]  # (namespace, name); a Ref is one, with names
 PLAN_CACHE_SIZE = 10_000
+
+# Client headers passed on to every upstream; an Upstream adds its own (spec.forwardHeaders).
+# Everything else stays at the proxy: the client's credentials, hop-by-hop and framing headers
+# (the proxy frames its own request), Expect (an upstream's 100 Continue is not the answer),
+# and headers such as OpenAI-Organization that would let a client choose whom the gateway's key
+# bills. An allowlist, because a denylist misses the next such header.
+FORWARDED = ("accept", "user-agent")
+
+
+class Strategy(StrEnum):
+    PRIORITY = "Priority"
+    WEIGHTED = "Weighted"
+    ROUND_ROBIN = "RoundRobin"
+    LEAST_LATENCY = "LeastLatency"
+    CHEAPEST = "Cheapest"
+    LEAST_BUSY = "LeastBusy"
+
+
+class WhenAllOpen(StrEnum):
+    FAIL_FAST = "FailFast"
+    TRY_ANYWAY = "TryAnyway"
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """An Upstream's per-attempt timeouts, in seconds."""
+
+    connect: float
+    first_token: float
+    total: float
+    stream_idle: float
+
+    @classmethod
+    def of(cls, spec: TimeoutsSpec) -> Timeouts:
+        return cls(
+            parse_duration(spec.connect),
+            parse_duration(spec.first_token),
+            parse_duration(spec.total),
+            parse_duration(spec.stream_idle),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPlan:
+    """A route's retry budget: attempts in all, the back-off between rounds, the per-try cap."""
+
+    max_attempts: int
+    backoff_initial: float
+    backoff_max: float
+    per_try_timeout: float | None
+
+    @classmethod
+    def of(cls, spec: Retry) -> RetryPlan:
+        per_try = spec.per_try_timeout
+        return cls(
+            spec.max_attempts,
+            parse_duration(spec.backoff.initial),
+            parse_duration(spec.backoff.max),
+            None if per_try is None else parse_duration(per_try),
+        )
+
+    def backoff(self, round_: int) -> float:
+        """The pause before round ``round_`` (1 for the second): initial x 2^(round-1), capped."""
+        return float(min(self.backoff_initial * 2 ** (round_ - 1), self.backoff_max))
+
+
+# A model served without a ModelRoute: the resource's own defaults, no second copy here.
+IMPLICIT_RETRY = RetryPlan.of(Retry())
+
+
+@dataclass(frozen=True, slots=True)
+class StickyRule:
+    header: str
+    ttl: float  # seconds
 
 
 @dataclass(frozen=True)
 class Target:
     """One upstream as the proxy uses it."""
 
-    key: Key
+    key: Ref
     spec: UpstreamSpec
     api_key: str | None
     policy: BreakerPolicy
     policy_name: str
     cluster_state: State | None = None  # from status (Kubernetes mode): the operator's breaker
     cluster_open_until: float | None = None
+    # Compiled from the above once (see __post_init__).
+    override: State | None = field(init=False)
+    provider: Provider = field(init=False)
+    endpoint: Endpoint = field(init=False)
+    headers: tuple[tuple[str, str], ...] = field(init=False)  # what the proxy sends, always
+    forwarded: tuple[str, ...] = field(init=False)  # client headers passed on (lower case)
+    forwarded_prefixes: tuple[str, ...] = field(init=False)  # ... and those starting so
+    timeouts: Timeouts = field(init=False)
+    max_concurrent: int | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        spec, set_ = self.spec, object.__setattr__  # frozen: compiled fields set once, here
+        override = spec.breaker.override
+        set_(self, "key", Ref(*self.key))
+        set_(self, "override", None if override is None else State(override))
+        set_(self, "provider", provider(spec.provider))
+        set_(self, "endpoint", Endpoint.parse(spec.base_url))
+        fixed = (("Content-Type", "application/json"), ("Accept-Encoding", "identity"))
+        set_(self, "headers", fixed + self.provider.auth_headers(self.api_key))
+        names = [h.lower() for h in spec.forward_headers]
+        exact = tuple(h for h in names if not h.endswith("*") and h not in FORWARDED)
+        set_(self, "forwarded", FORWARDED + exact)
+        set_(self, "forwarded_prefixes", tuple(h[:-1] for h in names if h.endswith("*")))
+        set_(self, "timeouts", Timeouts.of(spec.timeouts))
+        set_(self, "max_concurrent", spec.limits.max_concurrent if spec.limits else None)
 
     @property
     def name(self) -> str:
         return self.key[1]
-
-    @property
-    def override(self) -> State | None:
-        override = self.spec.breaker.override
-        return None if override is None else State(override)
 
     def serves(self, model: str) -> str | None:
         """The upstream's name for ``model``, if it lists it."""
@@ -68,8 +188,28 @@ class Target:
 
 @dataclass(frozen=True)
 class RouteEntry:
-    key: Key
+    key: Ref
     spec: ModelRouteSpec
+    # Compiled from the spec once.
+    strategy: Strategy = field(init=False)
+    when_all_open: WhenAllOpen = field(init=False)
+    retry: RetryPlan = field(init=False)
+    sticky: StickyRule | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        spec, set_ = self.spec, object.__setattr__
+        set_(self, "key", Ref(*self.key))
+        set_(self, "strategy", Strategy(spec.strategy))
+        set_(self, "when_all_open", WhenAllOpen(spec.when_all_open))
+        set_(self, "retry", RetryPlan.of(spec.retry))
+        sticky = spec.sticky_session
+        rule = None if sticky is None else StickyRule(sticky.header, parse_duration(sticky.ttl))
+        set_(self, "sticky", rule)
+
+    @property
+    def label(self) -> str:
+        """The route's name in metrics and logs: namespace/name."""
+        return f"{self.key[0]}/{self.key[1]}"
 
     def matches(self, model: str) -> bool:
         return any(fnmatch.fnmatchcase(model, pattern) for pattern in self.spec.models)
@@ -220,39 +360,6 @@ def _labels_match(labels: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in wanted.items())
 
 
-def order_candidates(
-    route: RouteEntry | None,
-    candidates: list[Candidate],
-    *,
-    latency_ms: Callable[[Key], float],
-    in_flight: Callable[[Key], int],
-    rng: random.Random,
-    counter: Callable[[Key], int],
-) -> list[Candidate]:
-    """Order a route's candidates by its strategy (stable, so declaration order breaks ties)."""
-    strategy = route.spec.strategy if route is not None else "Cheapest"
-    if strategy == "Priority":
-        return sorted(candidates, key=lambda c: c.priority)
-    if strategy == "Cheapest":
-        return sorted(candidates, key=lambda c: (c.target.cost(c.requested), c.priority))
-    if strategy == "LeastLatency":
-        return sorted(candidates, key=lambda c: latency_ms(c.target.key))
-    if strategy == "LeastBusy":
-        return sorted(candidates, key=lambda c: (in_flight(c.target.key), c.priority))
-    if strategy == "RoundRobin" and candidates:
-        start = counter(route.key if route is not None else ("", "")) % len(candidates)
-        return candidates[start:] + candidates[:start]
-    if strategy == "Weighted":
-        pool = [c for c in candidates if c.weight > 0]
-        ordered: list[Candidate] = []
-        while pool:
-            pick = rng.choices(pool, weights=[c.weight for c in pool])[0]
-            ordered.append(pick)
-            pool.remove(pick)
-        return ordered + [c for c in candidates if c.weight <= 0]
-    return candidates
-
-
 def build_table(
     resources: Iterable[Upstream | BreakerPolicyResource | ModelRoute],
     secrets: Mapping[Key, Mapping[str, str]],
@@ -268,7 +375,7 @@ def build_table(
     upstreams: list[Upstream] = []
     for resource in resources:
         namespace = resource.metadata.namespace or "default"
-        key = (namespace, resource.metadata.name)
+        key = Ref(namespace, resource.metadata.name)
         if isinstance(resource, BreakerPolicyResource):
             try:
                 policies[key] = resource.spec.to_core()
@@ -280,7 +387,7 @@ def build_table(
             table.routes.append(RouteEntry(key, resource.spec))
     for upstream in upstreams:
         namespace = upstream.metadata.namespace or "default"
-        key = (namespace, upstream.metadata.name)
+        key = Ref(namespace, upstream.metadata.name)
         spec = upstream.spec
         ref = spec.breaker.policy_ref.name if spec.breaker.policy_ref else None
         policy_name = ref or default_policy

@@ -1,4 +1,4 @@
-"""Fuzz: the proxy's check of a request body (sluice.proxy.server._parse), over random bytes and
+"""Fuzz: the proxy's check of a request body (sluice.proxy.intake.parse_body), over random bytes and
 random JSON. It answers a dict with a usable model, or a 400 that names the problem; it never
 raises, and what it accepts means the same to every JSON parser (no duplicate top-level key)."""
 
@@ -12,8 +12,8 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sluice.proxy.intake import parse_body as _parse
 from sluice.proxy.limits import Limits
-from sluice.proxy.server import _parse
 
 LIMITS = Limits(max_model_length=32)
 FUZZ = settings(max_examples=400, deadline=None, derandomize=True,

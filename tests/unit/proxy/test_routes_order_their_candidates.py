@@ -6,13 +6,14 @@ import random
 from collections import Counter
 from typing import Any
 
+from sluice.proxy.load import RoundRobin, UpstreamLoad
+from sluice.proxy.picking import order as picking_order
 from sluice.proxy.table import (
     PLAN_CACHE_SIZE,
     Candidate,
     RouteEntry,
     Table,
     build_table,
-    order_candidates,
 )
 from sluice.resources import parse
 
@@ -165,16 +166,20 @@ def candidates_for(strategy: str) -> tuple[RouteEntry, list[Candidate]]:
     return entry, t.resolve("m", order=as_is).candidates
 
 
-def order(strategy: str, **overrides: Any) -> list[str]:
+def order(strategy: str, *, rng: random.Random | None = None, rounds: int = 0) -> list[str]:
+    """The order for one request, with a: 50 ms and idle, b: 200 ms and 3 in flight, c: 5 ms and
+    1 in flight; round robin's cursor moved ``rounds`` times before."""
     entry, candidates = candidates_for(strategy)
-    options: dict[str, Any] = {
-        "latency_ms": lambda key: {"a": 50.0, "b": 200.0, "c": 5.0}[key[1]],
-        "in_flight": lambda key: {"a": 0, "b": 3, "c": 1}[key[1]],
-        "rng": random.Random(1),
-        "counter": lambda key: 0,
-        **overrides,
-    }
-    return names(order_candidates(entry, candidates, **options))
+    load = UpstreamLoad()
+    for key, ms, busy in ((("default", "a"), 50.0, 0), (("default", "b"), 200.0, 3),
+                          (("default", "c"), 5.0, 1)):  # fmt: skip
+        load.answered(key, ms)
+        for _ in range(busy):
+            load.started(key)
+    cursor = RoundRobin()
+    for _ in range(rounds):
+        cursor.next(entry.key)
+    return names(picking_order(entry, candidates, load, cursor, rng or random.Random(1)))
 
 
 def test_priority_orders_by_priority() -> None:
@@ -194,7 +199,7 @@ def test_least_busy_orders_by_attempts_in_flight() -> None:
 
 
 def test_round_robin_rotates() -> None:
-    assert [order("RoundRobin", counter=lambda key, n=n: n) for n in range(3)] == [
+    assert [order("RoundRobin", rounds=n) for n in range(3)] == [
         ["a", "b", "c"],
         ["b", "c", "a"],
         ["c", "a", "b"],

@@ -21,8 +21,9 @@ import pytest
 
 from sluice.kube import Gone, Kube, KubeError, NotFound, SecretNotText
 from sluice.proxy import kubernetes
+from sluice.proxy.handlers import PROXY
 from sluice.proxy.kubernetes import PLURALS, KubernetesOptions, KubernetesSource
-from sluice.proxy.server import PROXY, Proxy
+from sluice.proxy.state import Proxy
 from sluice.proxy.table import Key, Table
 
 NS = "team"

@@ -10,7 +10,7 @@ import pytest
 import uvloop
 
 from sluice.cli import _access_log, _event_loop, _serving, build_parser, main
-from sluice.proxy.server import AccessLog
+from sluice.proxy.accesslog import AccessLog
 
 
 def test_the_access_log_is_on_by_default_and_can_be_turned_off() -> None:

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 import pytest
 
 from sluice.core import ErrorKind
+from sluice.proxy.attempt import usage_tokens
 from sluice.proxy.client import (
     HIGH_WATER,
     MAX_ANSWER_BYTES,
@@ -20,7 +21,6 @@ from sluice.proxy.client import (
     UpstreamError,
     request_head,
 )
-from sluice.proxy.exchange import usage_tokens
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"

@@ -1,0 +1,384 @@
+"""One attempt at one upstream: send, read (whole, or relayed as a stream), record.
+
+:func:`attempt` returns what happened, never raises for anything the upstream does:
+
+- :class:`Answered`: a complete answer for the client (a success, or the client's own 4xx).
+- :class:`Streamed`: a stream was committed at its first byte; the request is over (a failure
+  after that is recorded and ends the stream with an SSE error event).
+- :class:`Failed`: try another candidate; ``reply`` is what the upstream said (a 429, a 5xx),
+  if it said anything, or the proxy's own answer when no other upstream would do better
+  (``final``: the proxy ran out of file descriptors, the answer was over its size limit).
+
+Every attempt's outcome goes to the breakers, the metrics and the request's log record once
+(:class:`_Recorder`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from sluice.core import (
+    ErrorKind,
+    Outcome,
+    OutcomeKind,
+    classify_error,
+    classify_status,
+)
+from sluice.proxy.answers import write_bounded
+from sluice.proxy.breakers import Breakers
+from sluice.proxy.client import Response, UpstreamClient, UpstreamError, request_head
+from sluice.proxy.limits import Limits
+from sluice.proxy.load import UpstreamLoad
+from sluice.proxy.metrics import ProxyMetrics
+from sluice.proxy.picking import Pick
+from sluice.proxy.table import Target
+
+__all__ = ["Answered", "Attempt", "Call", "Failed", "Reply", "Result", "Streamed", "attempt"]
+
+# At most 15 digits: a count beyond that is nonsense, and int() of thousands of digits raises.
+_USAGE = re.compile(
+    rb'"prompt_tokens"\s*:\s*(\d{1,15})\s*,\s*"completion_tokens"\s*:\s*(\d{1,15})\b'
+)
+_PROMPT_TOKENS = re.compile(rb'"prompt_tokens"\s*:\s*(\d{1,15})\b')
+_COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d{1,15})\b')
+
+# Attempts that end in the proxy's own trouble: the client's answer, at once (no failover).
+_LOCAL_ANSWERS = {
+    ErrorKind.LOCAL: (
+        503, "overloaded", "this proxy replica is out of resources (file descriptors or "
+        "memory); retry shortly",
+    ),
+    ErrorKind.ANSWER_TOO_LARGE: (
+        502, "answer_too_large", "the upstream's answer is larger than this proxy's limit of "
+        "{limit} bytes",
+    ),
+}  # fmt: skip
+
+
+def usage_tokens(body: bytes) -> dict[str, int | None] | None:
+    """``{"input", "output"}`` token counts from an OpenAI-style body's ``usage`` object (None
+    without one). It comes last: search from there, rather than parse the whole body."""
+    start = body.rfind(b'"usage"')
+    if start < 0:
+        return None
+    if both := _USAGE.search(body, start):
+        return {"input": int(both.group(1)), "output": int(both.group(2))}
+    prompt = _PROMPT_TOKENS.search(body, start)
+    completion = _COMPLETION_TOKENS.search(body, start)
+    return {
+        "input": int(prompt.group(1)) if prompt else None,
+        "output": int(completion.group(1)) if completion else None,
+    }
+
+
+@dataclass
+class Attempt:
+    """One attempt as the access log (and, in general terms, the client) sees it."""
+
+    upstream: str
+    outcome: str = ""
+    status: int | None = None
+    error: str | None = None
+    ms: float = 0.0
+    summary: str | None = None  # what a client may be told: no addresses, no upstream text
+
+    def as_dict(self, *, public: bool = False) -> dict[str, Any]:
+        """For the access log; ``public``: for the client, without the error's details (an
+        upstream's host and port, its own message)."""
+        record: dict[str, Any] = {"upstream": self.upstream, "outcome": self.outcome,
+                                  "ms": round(self.ms, 1)}  # fmt: skip
+        if self.status is not None:
+            record["status"] = self.status
+        error = self.summary if public else self.error
+        if error:
+            record["error"] = error
+        return record
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A complete (non-streamed) answer: the upstream's, or the proxy's own."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str]  # lower-case names
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class Streamed:
+    response: web.StreamResponse
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    reply: Reply | None = None  # what the upstream said, if anything
+    final: bool = False  # the proxy's own trouble: answer ``reply`` at once
+
+
+Result = Answered | Streamed | Failed
+
+
+@dataclass
+class Call:
+    """What every attempt of one client request shares."""
+
+    request: web.Request
+    body: dict[str, Any]
+    raw: bytes  # the body as the client sent it
+    stream: bool
+    record: dict[str, Any]  # the access log's record of this request
+    client: UpstreamClient
+    breakers: Breakers
+    load: UpstreamLoad
+    metrics: ProxyMetrics
+    limits: Limits
+    clock: Callable[[], float]
+    attempts: list[Attempt] = field(default_factory=list)
+
+    def data_for(self, model: str) -> bytes:
+        """The client's bytes as they came, unless the upstream knows the model by another
+        name."""
+        return (
+            self.raw if model == self.body["model"] else orjson.dumps({**self.body, "model": model})
+        )
+
+    def headers_for(self, target: Target) -> list[tuple[str, str]]:
+        """The client headers the upstream may see (FORWARDED, spec.forwardHeaders), then ours."""
+        client = self.request.headers
+        headers = [(name, value) for name in target.forwarded for value in client.getall(name, ())]
+        if target.forwarded_prefixes:
+            prefixes = target.forwarded_prefixes
+            headers += [(k, v) for k, v in client.items() if k.lower().startswith(prefixes)]
+        headers += target.headers
+        return headers
+
+
+async def attempt(call: Call, pick: Pick, per_try: float | None) -> Result:
+    """Try ``pick``'s upstream once (``per_try``: the route's cap on its total time)."""
+    target = pick.candidate.target
+    recorder = _Recorder(call, pick, per_try)
+    call.load.started(target.key)
+    try:
+        data = call.data_for(pick.candidate.model)
+        try:
+            head = request_head(
+                target.endpoint, call.request.path.removeprefix("/v1"), call.headers_for(target),
+                len(data),
+            )  # fmt: skip
+        except ValueError as e:  # a header that cannot be sent
+            return recorder.failed(UpstreamError(ErrorKind.PROTOCOL, str(e)))
+        try:
+            upstream = await call.client.post(
+                target.endpoint, head, data, connect_timeout=target.timeouts.connect,
+                timeout=recorder.head_timeout(call.stream),
+            )  # fmt: skip
+        except TimeoutError:
+            return recorder.timed_out(before_head=True)
+        except UpstreamError as e:
+            return recorder.failed(e)
+        async with upstream:
+            recorder.headers_at = time.perf_counter()
+            if upstream.status >= 300 or not call.stream:
+                return await _buffered(call, upstream, recorder)
+            return await _streamed(call, upstream, recorder)
+    finally:
+        call.load.ended(target.key)
+
+
+async def _buffered(call: Call, upstream: Response, recorder: _Recorder) -> Result:
+    try:
+        body = await upstream.read(recorder.time_left())
+    except TimeoutError:
+        return recorder.timed_out(before_head=False)
+    except UpstreamError as e:
+        return recorder.failed(e)
+    target = recorder.pick.candidate.target
+    retry_after = upstream.headers.get("retry-after")
+    outcome = classify_status(
+        upstream.status, target.policy, retry_after=retry_after, now=time.time()
+    )
+    recorder.finish(outcome, first_byte=recorder.headers_at)
+    reply = Reply(upstream.status, body, upstream.headers)
+    if outcome.kind is OutcomeKind.SUCCESS:
+        _count_tokens(call, target, body)
+    if outcome.kind in (OutcomeKind.SUCCESS, OutcomeKind.IGNORED):
+        return Answered(reply)
+    return Failed(reply)
+
+
+def _count_tokens(call: Call, target: Target, body: bytes) -> None:
+    """Token usage (see usage_tokens) into the log record and the metric."""
+    tokens = usage_tokens(body)
+    if tokens is None:
+        return
+    call.record["tokens"] = tokens
+    namespace, name = target.key
+    metrics = call.metrics
+    for kind, count in tokens.items():
+        if count:
+            metrics.child(metrics.tokens, namespace, name, kind).inc(count)
+
+
+async def _streamed(call: Call, upstream: Response, recorder: _Recorder) -> Result:
+    """Relay a stream. Failed only if it failed before its first byte (nothing was sent, so
+    the next candidate may still answer); else it is committed: Streamed."""
+    try:
+        first = await upstream.readany(recorder.first_token_left())
+    except TimeoutError:
+        return recorder.failed(UpstreamError(ErrorKind.FIRST_TOKEN_TIMEOUT, ""))
+    except UpstreamError as e:
+        return recorder.failed(e)
+    if not first:
+        return recorder.failed(UpstreamError(ErrorKind.STREAM_CUT, "closed before the first byte"))
+    first_byte = time.perf_counter()
+    call.record["ttft_ms"] = round((first_byte - recorder.started) * 1000, 1)
+    response = web.StreamResponse(status=200, headers=_stream_headers(call, upstream, recorder))
+    await response.prepare(call.request)
+    try:
+        await _write(call, response, first, recorder)
+        outcome = await _relay(call, upstream, response, recorder, first)
+    except (ConnectionError, asyncio.CancelledError) as e:  # our client left: not the upstream's
+        recorder.finish(classify_error(ErrorKind.CLIENT_DISCONNECT), first_byte=first_byte)
+        if isinstance(e, asyncio.CancelledError):
+            raise
+        return Streamed(response)
+    recorder.finish(outcome, first_byte=first_byte)
+    wait = call.limits.client_write_timeout
+    with contextlib.suppress(ConnectionError):
+        if outcome.kind is not OutcomeKind.SUCCESS:
+            await write_bounded(call.request, response, _stream_error(recorder, outcome), wait)
+        await write_bounded(call.request, response, None, wait)
+    return Streamed(response)
+
+
+def _stream_headers(call: Call, upstream: Response, recorder: _Recorder) -> dict[str, str]:
+    return {
+        "Content-Type": upstream.headers.get("content-type", "text/event-stream"),
+        "Cache-Control": "no-cache",
+        "x-sluice-upstream": recorder.pick.candidate.target.name,
+        "x-sluice-attempts": str(len(call.attempts)),
+    }
+
+
+def _stream_error(recorder: _Recorder, outcome: Outcome) -> bytes:
+    """The SSE event that ends a stream broken after its first byte."""
+    name = recorder.pick.candidate.target.name
+    message = f"upstream {name} failed mid-stream: {outcome.detail}"
+    error = {"error": {"message": message, "type": "upstream_error", "code": "upstream_error"}}
+    return f"data: {json.dumps(error)}\n\n".encode()
+
+
+async def _write(
+    call: Call, response: web.StreamResponse, chunk: bytes, recorder: _Recorder
+) -> None:
+    """A chunk to the client, within the client write timeout and the attempt's total: a
+    client that stops reading must not hold the upstream connection (ConnectionError)."""
+    timeout = min(call.limits.client_write_timeout, recorder.time_left())
+    await write_bounded(call.request, response, chunk, timeout)
+
+
+async def _relay(
+    call: Call, upstream: Response, response: web.StreamResponse, recorder: _Recorder, first: bytes
+) -> Outcome:
+    """Chunks from the upstream to the client until the stream ends: its outcome."""
+    idle = recorder.pick.candidate.target.timeouts.stream_idle
+    tail = first[-16:]
+    while True:
+        left = recorder.time_left()
+        try:
+            chunk = await upstream.readany(min(idle, left))
+        except TimeoutError:
+            kind = ErrorKind.STREAM_IDLE_TIMEOUT if idle < left else ErrorKind.TOTAL_TIMEOUT
+            return classify_error(kind)
+        except UpstreamError as e:
+            return classify_error(ErrorKind.STREAM_CUT, e.detail)
+        if not chunk:
+            # An OpenAI stream ends with [DONE]; a clean close before it is a cut.
+            if b"[DONE]" not in tail and first.startswith(b"data:"):
+                return classify_error(ErrorKind.STREAM_CUT, "ended without [DONE]")
+            return Outcome(OutcomeKind.SUCCESS, "stream complete", status=200)
+        await _write(call, response, chunk, recorder)
+        tail = (tail + chunk)[-16:]
+
+
+class _Recorder:
+    """Times one attempt and records its outcome (breaker, metrics, the log record) once."""
+
+    def __init__(self, call: Call, pick: Pick, per_try: float | None) -> None:
+        self.call = call
+        self.pick = pick
+        self.started = time.perf_counter()
+        self.headers_at: float | None = None
+        self.attempt = Attempt(upstream=pick.candidate.target.name)
+        call.attempts.append(self.attempt)
+        timeouts = pick.candidate.target.timeouts
+        self.first_token = timeouts.first_token
+        # The route's perTryTimeout caps the upstream's own total timeout.
+        self.total = timeouts.total if per_try is None else min(timeouts.total, per_try)
+
+    def head_timeout(self, stream: bool) -> float:
+        """A non-streamed answer's head comes when it is complete: only the total bounds it. A
+        stream's head is its first token."""
+        return min(self.first_token, self.total) if stream else self.total
+
+    def time_left(self) -> float:
+        return max(0.001, self.total - (time.perf_counter() - self.started))
+
+    def first_token_left(self) -> float:
+        return max(0.001, self.first_token - (time.perf_counter() - self.started))
+
+    def timed_out(self, *, before_head: bool) -> Failed:
+        stream = self.call.stream
+        late = before_head and stream and self.first_token <= self.total
+        kind = ErrorKind.FIRST_TOKEN_TIMEOUT if late else ErrorKind.TOTAL_TIMEOUT
+        self.finish(classify_error(kind))
+        return Failed()
+
+    def failed(self, error: UpstreamError) -> Failed:
+        """Record a failed attempt: try the next candidate, unless it is the proxy's own
+        trouble (no other upstream would do better), which is answered at once."""
+        self.finish(classify_error(error.kind, error.detail))
+        local = _LOCAL_ANSWERS.get(error.kind)
+        if local is None:
+            return Failed()
+        status, kind, message = local
+        limit = self.call.limits.max_answer_bytes
+        body = {"error": {"message": message.format(limit=limit), "type": kind, "param": None,
+                          "code": kind}}  # fmt: skip
+        headers = {"content-type": "application/json", "retry-after": "1"}
+        return Failed(Reply(status, orjson.dumps(body), headers), final=True)
+
+    def finish(self, outcome: Outcome, *, first_byte: float | None = None) -> None:
+        call, target = self.call, self.pick.candidate.target
+        ttft = None if first_byte is None else first_byte - self.started
+        attempt = self.attempt
+        attempt.outcome = str(outcome.kind)
+        attempt.status = outcome.status
+        attempt.ms = (time.perf_counter() - self.started) * 1000
+        if outcome.kind is not OutcomeKind.SUCCESS:
+            attempt.error = outcome.detail
+            generic = outcome.error
+            attempt.summary = outcome.detail if generic is None else classify_error(generic).detail
+        call.breakers.record(target, self.pick.permit, outcome, call.clock(), ttft)
+        namespace, name = target.key
+        metrics = call.metrics
+        metrics.child(metrics.attempts, namespace, name, outcome.kind.value).inc()
+        if ttft is not None:
+            metrics.child(metrics.ttft, namespace, name).observe(ttft)
+        if outcome.kind is OutcomeKind.SUCCESS:
+            call.load.answered(target.key, (ttft if ttft is not None else attempt.ms / 1000) * 1000)
