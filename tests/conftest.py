@@ -1,4 +1,4 @@
-"""Suite-wide rules: a skipped test is a failed test.
+"""Suite-wide rules: a skipped test is a failed test, and every test carries its tier's marker.
 
 A tier that cannot run (no control-plane binaries, a missing tool) must make the run fail with
 a message that says what is missing, never vanish as a skip that nobody reads. Expected failures
@@ -8,10 +8,22 @@ a message that says what is missing, never vanish as a skip that nobody reads. E
 from __future__ import annotations
 
 from collections.abc import Generator
+from pathlib import Path
 
 import pytest
 
 pytest_plugins = ["pytester"]
+
+TESTS = Path(__file__).resolve().parent
+TIERS = ("unit", "component", "integration")  # the markers in pyproject.toml, one per folder
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """``-m unit`` (or component, integration) selects a tier: the folder decides."""
+    for item in items:
+        parts = item.path.resolve().relative_to(TESTS).parts
+        if parts and parts[0] in TIERS:
+            item.add_marker(parts[0])
 
 
 def _as_failure(report: pytest.TestReport | pytest.CollectReport) -> None:

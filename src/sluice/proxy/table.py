@@ -374,56 +374,72 @@ def build_table(
     policies: dict[Key, BreakerPolicy] = {}
     upstreams: list[Upstream] = []
     for resource in resources:
-        namespace = resource.metadata.namespace or "default"
-        key = Ref(namespace, resource.metadata.name)
+        key = Ref(resource.metadata.namespace or "default", resource.metadata.name)
         if isinstance(resource, BreakerPolicyResource):
             try:
                 policies[key] = resource.spec.to_core()
             except PolicyError as e:
-                table.problems.append(f"BreakerPolicy {namespace}/{key[1]}: {e}")
+                table.problems.append(f"BreakerPolicy {key}: {e}")
         elif isinstance(resource, Upstream):
             upstreams.append(resource)
         else:
             table.routes.append(RouteEntry(key, resource.spec))
     for upstream in upstreams:
-        namespace = upstream.metadata.namespace or "default"
-        key = Ref(namespace, upstream.metadata.name)
-        spec = upstream.spec
-        ref = spec.breaker.policy_ref.name if spec.breaker.policy_ref else None
-        policy_name = ref or default_policy
-        policy = policies.get((namespace, policy_name))
-        if policy is None:
-            if ref is not None:
-                table.problems.append(
-                    f'Upstream {namespace}/{key[1]}: BreakerPolicy "{ref}" not found; '
-                    "using the built-in defaults"
-                )
-            policy, policy_name = BreakerPolicy(), "(built-in defaults)"
-        api_key = None
-        if spec.credentials is not None:
-            ref_ = spec.credentials.secret_ref
-            data = secrets.get((namespace, ref_.name))
-            if data is None or ref_.key not in data:
-                table.problems.append(
-                    f'Upstream {namespace}/{key[1]}: credentials secret "{ref_.name}" key '
-                    f'"{ref_.key}" not found'
-                )
-            # `echo key | base64` leaves a newline: a header value cannot carry it.
-            elif any(c in (value := data[ref_.key].strip()) for c in "\r\n"):
-                table.problems.append(
-                    f'Upstream {namespace}/{key[1]}: credentials secret "{ref_.name}" key '
-                    f'"{ref_.key}" contains a line break; it is not used'
-                )
-            else:
-                api_key = value
+        key = Ref(upstream.metadata.namespace or "default", upstream.metadata.name)
+        policy, policy_name = _policy(key, upstream.spec, policies, default_policy, table.problems)
+        api_key = _api_key(key, upstream.spec, secrets, table.problems)
         cluster_state, open_until = _cluster_state((statuses or {}).get(key))
         table.targets[key] = Target(
-            key, spec, api_key, policy, policy_name, cluster_state, open_until
+            key, upstream.spec, api_key, policy, policy_name, cluster_state, open_until
         )
         table.labels[key] = dict(upstream.metadata.labels)
     table.routes.sort(key=lambda r: r.key)
     table.problems.extend(_fallback_cycles(table))
     return table
+
+
+def _policy(
+    key: Ref,
+    spec: UpstreamSpec,
+    policies: Mapping[Key, BreakerPolicy],
+    default_policy: str,
+    problems: list[str],
+) -> tuple[BreakerPolicy, str]:
+    """The Upstream's BreakerPolicy and its name: the one it names, else the default one,
+    else the built-in defaults (a named one that is missing is a problem)."""
+    ref = spec.breaker.policy_ref.name if spec.breaker.policy_ref else None
+    name = ref or default_policy
+    policy = policies.get((key.namespace, name))
+    if policy is not None:
+        return policy, name
+    if ref is not None:
+        problems.append(
+            f'Upstream {key}: BreakerPolicy "{ref}" not found; using the built-in defaults'
+        )
+    return BreakerPolicy(), "(built-in defaults)"
+
+
+def _api_key(
+    key: Ref, spec: UpstreamSpec, secrets: Mapping[Key, Mapping[str, str]], problems: list[str]
+) -> str | None:
+    """The Upstream's API key from its credentials Secret (None, and a problem, if missing)."""
+    if spec.credentials is None:
+        return None
+    ref = spec.credentials.secret_ref
+    data = secrets.get((key.namespace, ref.name))
+    if data is None or ref.key not in data:
+        problems.append(
+            f'Upstream {key}: credentials secret "{ref.name}" key "{ref.key}" not found'
+        )
+        return None
+    value = data[ref.key].strip()
+    if any(c in value for c in "\r\n"):  # `echo key | base64` leaves a newline: trimmed above
+        problems.append(
+            f'Upstream {key}: credentials secret "{ref.name}" key "{ref.key}" contains a line '
+            "break; it is not used"
+        )
+        return None
+    return value
 
 
 def _fallback_cycles(table: Table) -> list[str]:
