@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import datetime as dt
 import functools
 import inspect
 import json
@@ -39,6 +38,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from sluice.errors import SluiceError
 from sluice.resources import Ref
+from sluice.resources.times import parse_rfc3339, rfc3339  # re-exported for callers
 
 __all__ = [
     "Backoff",
@@ -114,16 +114,6 @@ def _wrap(e: ApiException) -> KubeError:
     with contextlib.suppress(TypeError, ValueError, AttributeError):
         message = json.loads(e.body or b"").get("message", message)
     return _error(int(e.status or 0), message)
-
-
-def rfc3339(timestamp: float) -> str:
-    """Wall-clock seconds as Kubernetes writes times (UTC, second precision, Z)."""
-    moment = dt.datetime.fromtimestamp(timestamp, dt.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_rfc3339(text: str) -> float:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 @dataclass(frozen=True)

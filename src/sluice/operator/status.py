@@ -11,12 +11,22 @@ and an operator restart that finds status as it would write it writes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sluice.core import BreakerSnapshot, Reason, State
-from sluice.kube import parse_rfc3339, rfc3339
 from sluice.operator.health import ProbeHistory
+from sluice.resources.models import (
+    BreakerStatus,
+    Condition,
+    Health,
+    LatencyMs,
+    ProbeResult,
+    UpstreamStatus,
+)
+from sluice.resources.status import read_status, status_patch
+from sluice.resources.times import epoch_or_none, rfc3339
 
 __all__ = [
     "HEALTH_REFRESH_SECONDS",
@@ -54,97 +64,93 @@ def build_status(
     previous_conditions: list[dict[str, Any]],
     now: float,
 ) -> dict[str, Any]:
+    """The status patch (the models' JSON: ``None`` where a field has no value, so the merge
+    patch deletes it). ``effective`` is what users see: ``core.effective_state`` of the
+    snapshot's override and state."""
+    ready = Condition(
+        type="Ready",
+        status="True" if readiness.ready else "False",
+        reason=readiness.reason,
+        message=readiness.message,
+        observed_generation=generation,
+    )
+    available = Condition(
+        type="Available",
+        status="False" if effective is State.OPEN else "True",
+        reason=str(effective),
+        message=snapshot.message or f"circuit {effective}",
+        observed_generation=generation,
+    )
+    status = UpstreamStatus(
+        observed_generation=generation,
+        breaker=_breaker(snapshot, effective, policy_name, last_reset),
+        health=_health(history),
+        conditions=[_since(c, previous_conditions, now) for c in (ready, available)],
+    )
+    return status_patch(status)
+
+
+def _breaker(
+    snapshot: BreakerSnapshot, effective: State, policy_name: str, last_reset: str | None
+) -> BreakerStatus:
+    is_open = snapshot.state is State.OPEN
+    return BreakerStatus(
+        state=effective.value,
+        reason=None if snapshot.reason is None else str(snapshot.reason),
+        message=snapshot.message or None,
+        consecutive_failures=max(
+            snapshot.consecutive_failures, snapshot.consecutive_probe_failures
+        ),
+        opened_at=_time(snapshot.opened_at) if is_open else None,
+        open_until=_time(snapshot.open_until) if is_open else None,
+        trip_count=snapshot.trip_count,
+        trip_streak=snapshot.trip_streak,
+        last_transition_time=_time(snapshot.last_transition_at),
+        forced=snapshot.forced is not None,
+        # Under an override, what the evidence says (restored after a restart).
+        automatic_state=None if snapshot.forced is None else snapshot.state.value,
+        policy=policy_name,
+        last_reset=last_reset,
+    )
+
+
+def _health(history: ProbeHistory) -> Health:
     last = history.last
     availability = history.availability()
-    health: dict[str, Any] = {
-        "availability": None if availability is None else round(availability, 1),
-        "latencyMs": {
-            name: _round_ms(history.latency_percentile(q))
-            for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
-        },
-        "lastProbe": None
+    return Health(
+        availability=None if availability is None else round(availability, 1),
+        latency_ms=LatencyMs(
+            p50=_round_ms(history.latency_percentile(0.5)),
+            p95=_round_ms(history.latency_percentile(0.95)),
+            p99=_round_ms(history.latency_percentile(0.99)),
+        ),
+        last_probe=None
         if last is None
-        else {
-            "at": rfc3339(last.at),
-            "ok": last.ok,
-            "latencyMs": _round_ms(last.latency_ms),
-            "code": last.code,
-            "error": last.error,
-        },
-    }
-    available = effective is not State.OPEN
-    conditions = [
-        _condition(
-            "Ready",
-            ok=readiness.ready,
-            reason=readiness.reason,
-            message=readiness.message,
-            generation=generation,
-            previous=previous_conditions,
-            now=now,
+        else ProbeResult(
+            at=rfc3339(last.at),
+            ok=last.ok,
+            latency_ms=_round_ms(last.latency_ms),
+            code=last.code,
+            error=last.error,
         ),
-        _condition(
-            "Available",
-            ok=available,
-            reason=str(effective),
-            message=snapshot.message or f"circuit {effective}",
-            generation=generation,
-            previous=previous_conditions,
-            now=now,
-        ),
-    ]
-    return {
-        "observedGeneration": generation,
-        "breaker": {
-            "state": str(effective),
-            "reason": None if snapshot.reason is None else str(snapshot.reason),
-            "message": snapshot.message or None,
-            "consecutiveFailures": max(
-                snapshot.consecutive_failures, snapshot.consecutive_probe_failures
-            ),
-            "openedAt": _time(snapshot.opened_at) if snapshot.state is State.OPEN else None,
-            "openUntil": _time(snapshot.open_until) if snapshot.state is State.OPEN else None,
-            "tripCount": snapshot.trip_count,
-            "tripStreak": snapshot.trip_streak,
-            "lastTransitionTime": _time(snapshot.last_transition_at),
-            "forced": snapshot.forced is not None,
-            # Under an override, what the evidence says (restored after a restart).
-            "automaticState": None if snapshot.forced is None else str(snapshot.state),
-            "policy": policy_name,
-            "lastReset": last_reset,
-        },
-        "health": health,
-        "conditions": conditions,
-    }
+    )
 
 
 def _round_ms(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
-def _condition(
-    kind: str,
-    *,
-    ok: bool,
-    reason: str,
-    message: str,
-    generation: int | None,
-    previous: list[dict[str, Any]],
-    now: float,
-) -> dict[str, Any]:
-    status = "True" if ok else "False"
-    before = next((c for c in previous if c.get("type") == kind), None)
+def _since(condition: Condition, previous: list[dict[str, Any]], now: float) -> Condition:
+    """The condition with its lastTransitionTime: now, unless its status is the one before."""
+    before = next((c for c in previous if c.get("type") == condition.type), None)
     since = rfc3339(now)
-    if before is not None and before.get("status") == status and before.get("lastTransitionTime"):
+    if (
+        before is not None
+        and before.get("status") == condition.status
+        and before.get("lastTransitionTime")
+    ):
         since = before["lastTransitionTime"]
-    return {
-        "type": kind,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": since,
-        "observedGeneration": generation,
-    }
+    return condition.model_copy(update={"last_transition_time": since})
 
 
 def visible(status: dict[str, Any]) -> tuple[Any, ...]:
@@ -184,38 +190,35 @@ def health_moved(before: dict[str, Any] | None, after: dict[str, Any]) -> bool:
     )
 
 
-def snapshot_from_status(status: dict[str, Any] | None) -> BreakerSnapshot | None:
+def snapshot_from_status(status: Mapping[str, Any] | None) -> BreakerSnapshot | None:
     """The breaker state a previous operator wrote, to restore after a restart; None if there
-    is none (or it cannot be read, in which case the breaker starts Closed)."""
-    breaker = (status or {}).get("breaker") or {}
-    try:
-        state = State(breaker.get("automaticState") or breaker["state"])
-    except (KeyError, ValueError):
+    is none (or it cannot be read, in which case the breaker starts Closed). Read leniently:
+    a field that cannot be read counts as absent."""
+    breaker = read_status(status).breaker
+    written = None if breaker is None else breaker.automatic_state or breaker.state
+    if breaker is None or written is None:
         return None
-    if state is State.OPEN and not breaker.get("openUntil"):
+    state = State(written)
+    open_until = epoch_or_none(breaker.open_until)
+    if state is State.OPEN and open_until is None:
         return None
-
-    def when(key: str) -> float | None:
-        value = breaker.get(key)
-        return parse_rfc3339(value) if value else None
-
     try:
-        reason = Reason(breaker["reason"]) if breaker.get("reason") else None
+        reason = Reason(breaker.reason) if breaker.reason else None
     except ValueError:
         reason = None
-    failures = int(breaker.get("consecutiveFailures") or 0)
+    since = epoch_or_none(breaker.last_transition_time)
     return BreakerSnapshot(
         state=state,
         forced=None,  # the override comes from spec, which is applied right after
         reason=reason,
-        message=breaker.get("message") or "",
+        message=breaker.message or "",
         consecutive_failures=0,
-        consecutive_probe_failures=failures,
-        trip_count=int(breaker.get("tripCount") or 0),
-        trip_streak=int(breaker.get("tripStreak") or 0),
-        opened_at=when("openedAt"),
-        open_until=when("openUntil"),
-        last_transition_at=when("lastTransitionTime"),
-        closed_since=when("lastTransitionTime") if state is State.CLOSED else None,
+        consecutive_probe_failures=breaker.consecutive_failures or 0,
+        trip_count=breaker.trip_count or 0,
+        trip_streak=breaker.trip_streak or 0,
+        opened_at=epoch_or_none(breaker.opened_at),
+        open_until=open_until,
+        last_transition_at=since,
+        closed_since=since if state is State.CLOSED else None,
         held_until=None,
     )

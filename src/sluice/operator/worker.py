@@ -22,9 +22,16 @@ from typing import Any
 import aiohttp
 import pydantic
 
-from sluice.core import BreakerPolicy, CircuitBreaker, PolicyError, State, Transition
+from sluice.core import (
+    BreakerPolicy,
+    CircuitBreaker,
+    PolicyError,
+    State,
+    Transition,
+    effective_state,
+)
 from sluice.core.policy import parse_duration
-from sluice.kube import Kube, KubeError, NotFound, rfc3339
+from sluice.kube import Kube, KubeError, NotFound
 from sluice.operator.health import ProbeHistory, ProbeRecord
 from sluice.operator.metrics import OperatorMetrics
 from sluice.operator.status import (
@@ -37,6 +44,7 @@ from sluice.operator.status import (
 )
 from sluice.probe import probe
 from sluice.resources.models import API_VERSION, GROUP, VERSION, BreakerPolicySpec, UpstreamSpec
+from sluice.resources.times import rfc3339
 
 __all__ = ["RESET_ANNOTATION", "Context", "PolicyBook", "UpstreamWorker", "WriteBudget"]
 
@@ -372,12 +380,11 @@ class UpstreamWorker:
         )
         return Readiness(True, "Ready", f"policy {self._policy_name}; {probing}")
 
-    async def _write_status(self) -> bool:
-        """Patch status if a user would see a difference. False: the write failed."""
-        now = self.ctx.clock()
-        status = build_status(
-            snapshot=self.breaker.snapshot(),
-            effective=self.breaker.state,
+    def _status(self, now: float) -> dict[str, Any]:
+        snapshot = self.breaker.snapshot()
+        return build_status(
+            snapshot=snapshot,
+            effective=effective_state(snapshot.forced, snapshot.state),
             policy_name=self._policy_name,
             last_reset=self._last_reset,
             history=self._history,
@@ -386,16 +393,25 @@ class UpstreamWorker:
             previous_conditions=self._conditions,
             now=now,
         )
-        key = visible(status)
+
+    def _not_worth_writing(self, status: dict[str, Any], now: float) -> bool:
+        """Nothing a user sees changed, and the health figures are not due (or the shared
+        budget has no write for them now)."""
+        if visible(status) != self._last_visible:
+            return False
         first_figures = (self._last_health or {}).get("availability") is None and (
             status["health"]["availability"] is not None
         )
         health_due = health_moved(self._last_health, status["health"]) and (
             first_figures or now - self._last_health_write >= HEALTH_REFRESH_SECONDS
         )
-        if key == self._last_visible and not (
-            health_due and (first_figures or self.ctx.health_writes.take(now))
-        ):
+        return not (health_due and (first_figures or self.ctx.health_writes.take(now)))
+
+    async def _write_status(self) -> bool:
+        """Patch status if a user would see a difference. False: the write failed."""
+        now = self.ctx.clock()
+        status = self._status(now)
+        if self._not_worth_writing(status, now):
             return True
         try:
             await self.ctx.kube.patch_status(
@@ -407,7 +423,7 @@ class UpstreamWorker:
             log.warning("upstream %s/%s: status write failed: %s", self.namespace, self.name, e)
             return False
         self.ctx.metrics.status_writes.labels(self.namespace).inc()
-        self._last_visible = key
+        self._last_visible = visible(status)
         self._last_health = status["health"]
         self._last_health_write = now
         self._conditions = status["conditions"]

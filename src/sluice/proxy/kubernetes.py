@@ -35,11 +35,12 @@ from typing import Any, Protocol
 import pydantic
 from aiohttp import web
 
-from sluice.kube import Backoff, Informer, Kube, KubeError, NotFound, ObjectSource, parse_rfc3339
+from sluice.kube import Backoff, Informer, Kube, KubeError, NotFound, ObjectSource
 from sluice.proxy.server import AccessLog, Proxy, Serving
 from sluice.proxy.table import Key, Table, build_table
 from sluice.resources import parse
 from sluice.resources.models import GROUP, VERSION, BreakerPolicy, ModelRoute, Upstream
+from sluice.resources.status import breaker_view
 
 __all__ = ["Backoff", "ClusterApi", "KubernetesOptions", "KubernetesSource", "build"]
 
@@ -95,20 +96,14 @@ def _describe(e: BaseException) -> str:
 
 
 def _status(key: Key, obj: dict[str, Any], problems: list[str]) -> dict[str, Any]:
-    """An Upstream's status for the table, or none if its openUntil cannot be read (the
-    schema says only "string"; one bad value must not stop every rebuild)."""
+    """An Upstream's status for the table, or none if the lenient reader would ignore its
+    breaker for a reason worth a problem (an openUntil that is not a time: the schema says
+    only "string"; one bad value must not stop every rebuild)."""
     status: dict[str, Any] = obj.get("status") or {}
-    until = (status.get("breaker") or {}).get("openUntil")
-    if until:
-        try:
-            parse_rfc3339(str(until))
-        except ValueError:
-            problems.append(
-                f"Upstream {key[0]}/{key[1]}: status.breaker.openUntil {until!r} is not an "
-                "RFC 3339 time; the operator's breaker state is ignored"
-            )
-            return {}
-    return status
+    ignored: list[str] = []
+    breaker_view(status, ignored)
+    problems.extend(f"Upstream {key[0]}/{key[1]}: {problem}" for problem in ignored)
+    return {} if ignored else status
 
 
 def _watch_failed(plural: str, error: BaseException, delay: float) -> None:
