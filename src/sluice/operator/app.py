@@ -27,6 +27,7 @@ from sluice.kube import Kube
 from sluice.operator.leader import LeadershipLost, LeaseElector
 from sluice.operator.metrics import OperatorMetrics
 from sluice.operator.worker import Context, PolicyBook, UpstreamWorker
+from sluice.resources import Ref
 from sluice.resources.models import GROUP, VERSION
 
 __all__ = ["Operator", "OperatorOptions", "run"]
@@ -50,20 +51,15 @@ class OperatorOptions:
     secret_ttl: float = 60.0
 
 
-def _key(obj: dict[str, Any]) -> tuple[str, str]:
-    metadata = obj.get("metadata") or {}
-    return str(metadata.get("namespace")), str(metadata.get("name"))
-
-
 class Operator:
     """Keeps one worker per Upstream and the book of BreakerPolicies in step with events."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self.workers: dict[tuple[str, str], UpstreamWorker] = {}
+        self.workers: dict[Ref, UpstreamWorker] = {}
 
     async def upstream_event(self, kind: str | None, obj: dict[str, Any]) -> None:
-        key = _key(obj)
+        key = Ref.of(obj)  # Upstreams are namespaced: the API server always says which
         if kind == "DELETED":
             worker = self.workers.pop(key, None)
             if worker is not None:
@@ -71,13 +67,13 @@ class Operator:
         elif key in self.workers:
             self.workers[key].observe(obj)
         else:
-            worker = UpstreamWorker(self.ctx, key[0], key[1], obj)
+            worker = UpstreamWorker(self.ctx, key.namespace, key.name, obj)
             self.workers[key] = worker
             worker.start()
         self.ctx.metrics.upstreams.set(len(self.workers))
 
     def policy_event(self, kind: str | None, obj: dict[str, Any]) -> None:
-        namespace, name = _key(obj)
+        namespace, name = Ref.of(obj)
         if kind == "DELETED":
             self.ctx.policies.remove(namespace, name)
         else:
@@ -204,7 +200,7 @@ async def _lead(
         )
         # Policies first, so no Upstream is judged "policy not found" for a moment at start.
         for policy in await kube.list_objects(GROUP, VERSION, "breakerpolicies", options.namespace):
-            namespace, name = _key(policy)
+            namespace, name = Ref.of(policy)
             ctx.policies.put(namespace, name, policy.get("spec") or {})
         operator = Operator(ctx)
         stop_flag, ready_flag = asyncio.Event(), asyncio.Event()

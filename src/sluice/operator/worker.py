@@ -43,14 +43,14 @@ from sluice.operator.status import (
     visible,
 )
 from sluice.probe import probe
+from sluice.resources import RESET_ANNOTATION, describe
 from sluice.resources.models import API_VERSION, GROUP, VERSION, BreakerPolicySpec, UpstreamSpec
 from sluice.resources.times import rfc3339
 
-__all__ = ["RESET_ANNOTATION", "Context", "PolicyBook", "UpstreamWorker", "WriteBudget"]
+__all__ = ["Context", "PolicyBook", "UpstreamWorker", "WriteBudget"]
 
 log = logging.getLogger("sluice.operator")
 
-RESET_ANNOTATION = "sluice.dev/reset"
 BUILT_IN = "(built-in defaults)"
 _RETRY_WRITE_SECONDS = 2.0
 _MAX_SLEEP_SECONDS = 30.0
@@ -72,9 +72,7 @@ class PolicyBook:
         try:
             policy = BreakerPolicySpec.model_validate(spec).to_core()
         except pydantic.ValidationError as e:
-            first = e.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            self._entries[namespace, name] = PolicyEntry(None, f"{where}: {first['msg']}")
+            self._entries[namespace, name] = PolicyEntry(None, describe(e))
         except PolicyError as e:
             self._entries[namespace, name] = PolicyEntry(None, str(e))
         else:
@@ -179,9 +177,7 @@ class UpstreamWorker:
             self._spec = UpstreamSpec.model_validate(body.get("spec") or {})
             self._spec_problem = None
         except pydantic.ValidationError as e:
-            first = e.errors()[0]
-            where = "spec." + ".".join(str(p) for p in first["loc"])
-            self._spec_problem = Readiness(False, "InvalidSpec", f"{where}: {first['msg']}")
+            self._spec_problem = Readiness(False, "InvalidSpec", describe(e, under="spec"))
         spec = self._spec
         if spec is not None:
             override = spec.breaker.override

@@ -38,7 +38,7 @@ from aiohttp import web
 from sluice.kube import Backoff, Informer, Kube, KubeError, NotFound, ObjectSource
 from sluice.proxy.server import AccessLog, Proxy, Serving
 from sluice.proxy.table import Key, Table, build_table
-from sluice.resources import parse
+from sluice.resources import RESET_ANNOTATION, parse
 from sluice.resources.models import GROUP, VERSION, BreakerPolicy, ModelRoute, Upstream
 from sluice.resources.status import breaker_view
 
@@ -47,7 +47,6 @@ __all__ = ["Backoff", "ClusterApi", "KubernetesOptions", "KubernetesSource", "bu
 log = logging.getLogger("sluice.proxy.kubernetes")
 
 PLURALS = {"upstreams": "Upstream", "breakerpolicies": "BreakerPolicy", "modelroutes": "ModelRoute"}
-RESET_ANNOTATION = "sluice.dev/reset"
 
 
 @dataclass(frozen=True)

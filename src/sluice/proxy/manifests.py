@@ -24,7 +24,7 @@ import yaml
 
 from sluice.errors import ConfigurationError
 from sluice.proxy.table import Key, Table, build_table
-from sluice.resources import parse
+from sluice.resources import describe, parse
 from sluice.resources.models import BreakerPolicy, ModelRoute, Upstream
 
 __all__ = ["ManifestError", "load", "signature"]
@@ -160,9 +160,7 @@ def load(paths: Iterable[Path], *, default_policy: str = "default") -> Table:
             try:
                 resource = parse(document)
             except pydantic.ValidationError as e:
-                first = e.errors()[0]
-                field = ".".join(str(p) for p in first["loc"])
-                raise ManifestError(f"{where}: {kind} {name}: {field}: {first['msg']}") from e
+                raise ManifestError(f"{where}: {kind} {name}: {describe(e)}") from e
             except ValueError as e:
                 raise ManifestError(f"{where}: {e}") from e
             resources.append(resource)

@@ -19,6 +19,7 @@ from sluice.resources.models import (
     UpstreamStatus,
     parse,
 )
+from sluice.resources.validation import describe
 
 __all__ = [
     "API_VERSION",
@@ -33,5 +34,6 @@ __all__ = [
     "Upstream",
     "UpstreamSpec",
     "UpstreamStatus",
+    "describe",
     "parse",
 ]
