@@ -73,9 +73,9 @@ async def probe(
     if settings is None:
         raise ValueError("only upstreams with a probe block are probed")
     url = spec.base_url.rstrip("/") + settings.path
-    speaks = provider(spec.provider)
+    speaks = provider(spec.provider, spec.base_url)
     headers = {"User-Agent": USER_AGENT, **dict(speaks.auth_headers(api_key))}
-    params = dict(speaks.probe_params) or None
+    params = speaks.probe_params(spec.api_version) or None
     body = None
     if settings.method == "POST":
         first = spec.models[0]
@@ -107,7 +107,7 @@ async def probe(
                     None,
                 )
             outcome = classify_status(
-                status, policy, retry_after=response.headers.get("Retry-After"), now=time.time()
+                status, policy, retry_after=speaks.retry_after(response.headers), now=time.time()
             )
             if outcome.kind is OutcomeKind.SUCCESS:  # a 2xx or 3xx that was not asked for
                 expected = ", ".join(map(str, settings.expect_status))

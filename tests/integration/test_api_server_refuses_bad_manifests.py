@@ -46,6 +46,11 @@ def without(manifest: dict[str, object], field: str) -> dict[str, object]:
 CASES = [
     ("upstream without provider", without(UPSTREAM, "provider"), "spec.provider: Required value"),
     (
+        "apiVersion on a provider that is not Azure",
+        upstream(apiVersion="2024-10-21"),
+        "spec.apiVersion: Forbidden: apiVersion is Azure OpenAI's api-version",
+    ),
+    (
         "forwardHeaders naming a credential",
         upstream(forwardHeaders=["openai-beta", "Authorization"]),
         'spec.forwardHeaders: Invalid value: "array": forwardHeaders cannot name credentials',

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = ["Provider"]
 
 
 @dataclass(frozen=True)
 class Provider:
-    """What differs between providers when the proxy or a probe talks to one."""
+    """What differs between providers when the proxy or a probe talks to one. This base is
+    OpenAI's behaviour; a provider overrides what differs."""
 
     name: str
     # The header that carries the API key, and how the key is written into it.
@@ -18,11 +19,21 @@ class Provider:
     key_format: str = "{key}"
     # Headers every request to this provider carries (with a key).
     fixed_headers: tuple[tuple[str, str], ...] = ()
-    # Query parameters the probes send (Azure's api-version).
-    probe_params: Mapping[str, str] = field(default_factory=dict)
 
     def auth_headers(self, api_key: str | None) -> tuple[tuple[str, str], ...]:
         """The authentication headers for ``api_key`` (none without a key)."""
         if not api_key:
             return ()
         return ((self.key_header, self.key_format.format(key=api_key)), *self.fixed_headers)
+
+    def path(self, operation: str, *, model: str, api_version: str | None) -> str:
+        """Where an operation (``/chat/completions``) goes, below the base URL's path."""
+        return operation
+
+    def probe_params(self, api_version: str | None) -> dict[str, str]:
+        """Query parameters a probe sends."""
+        return {}
+
+    def retry_after(self, headers: Mapping[str, str]) -> str | None:
+        """How long a 429 asks to wait, as a Retry-After value (lower-case header names)."""
+        return headers.get("retry-after")

@@ -174,12 +174,12 @@ async def attempt(call: Call, pick: Pick, per_try: float | None) -> Result:
     recorder = _Recorder(call, pick, per_try)
     call.load.started(target.key)
     try:
-        data = call.data_for(pick.candidate.model)
+        model = pick.candidate.model
+        data = call.data_for(model)
+        operation = call.request.path.removeprefix("/v1")
+        path = target.provider.path(operation, model=model, api_version=target.spec.api_version)
         try:
-            head = request_head(
-                target.endpoint, call.request.path.removeprefix("/v1"), call.headers_for(target),
-                len(data),
-            )  # fmt: skip
+            head = request_head(target.endpoint, path, call.headers_for(target), len(data))
         except ValueError as e:  # a header that cannot be sent
             return recorder.failed(UpstreamError(ErrorKind.PROTOCOL, str(e)))
         try:
@@ -208,7 +208,7 @@ async def _buffered(call: Call, upstream: Response, recorder: _Recorder) -> Resu
     except UpstreamError as e:
         return recorder.failed(e)
     target = recorder.pick.candidate.target
-    retry_after = upstream.headers.get("retry-after")
+    retry_after = target.provider.retry_after(upstream.headers)
     outcome = classify_status(
         upstream.status, target.policy, retry_after=retry_after, now=time.time()
     )

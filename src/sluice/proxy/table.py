@@ -157,7 +157,7 @@ class Target:
         override = spec.breaker.override
         set_(self, "key", Ref(*self.key))
         set_(self, "override", None if override is None else State(override))
-        set_(self, "provider", provider(spec.provider))
+        set_(self, "provider", provider(spec.provider, spec.base_url))
         set_(self, "endpoint", Endpoint.parse(spec.base_url))
         fixed = (("Content-Type", "application/json"), ("Accept-Encoding", "identity"))
         set_(self, "headers", fixed + self.provider.auth_headers(self.api_key))

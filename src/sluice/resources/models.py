@@ -11,7 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
@@ -356,6 +363,19 @@ class BreakerSettings(Schema):
 class UpstreamSpec(Schema):
     """One provider endpoint: where it is, what it serves, how it is judged."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _rule(
+                    "!has(self.apiVersion) || self.provider == 'azure-openai'",
+                    "apiVersion is Azure OpenAI's api-version; only provider azure-openai takes it",
+                    fieldPath=".apiVersion",
+                    reason="FieldValueForbidden",
+                )
+            ]
+        }
+    )
+
     provider: Literal["openai", "anthropic", "azure-openai", "openai-compatible"] = Field(
         description="The API the upstream speaks."
     )
@@ -364,6 +384,13 @@ class UpstreamSpec(Schema):
         pattern=r"^https?://[^\s/]+(/[^\s]*)?$",
         max_length=2048,
         description="The API's base URL, e.g. https://api.openai.com/v1.",
+    )
+    api_version: str | None = Field(
+        None,
+        alias="apiVersion",
+        pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(-preview)?$",
+        description="Azure OpenAI's api-version for the classic deployment paths (default "
+        "2024-10-21); not used with a baseURL ending in /openai/v1 (the v1 API).",
     )
     credentials: Credentials | None = None
     models: list[UpstreamModel] = Field(
@@ -399,6 +426,14 @@ class UpstreamSpec(Schema):
             ]
         },
     )
+
+    @model_validator(mode="after")
+    def _api_version_is_azures(self) -> UpstreamSpec:
+        if self.api_version is not None and self.provider != "azure-openai":
+            raise ValueError(
+                "apiVersion is Azure OpenAI's api-version; only provider azure-openai takes it"
+            )
+        return self
 
     @field_validator("forward_headers")
     @classmethod
