@@ -19,7 +19,6 @@ from enum import StrEnum
 from typing import Any
 
 from sluice.core import BreakerPolicy, PolicyError, State, parse_duration
-from sluice.kube import parse_rfc3339
 from sluice.providers import Provider, provider
 from sluice.proxy.endpoint import Endpoint
 from sluice.resources.models import (
@@ -36,6 +35,7 @@ from sluice.resources.models import (
 from sluice.resources.models import (
     Timeouts as TimeoutsSpec,
 )
+from sluice.resources.status import breaker_view
 
 __all__ = [
     "FORWARDED",
@@ -471,10 +471,7 @@ def _fallback_cycles(table: Table) -> list[str]:
 
 
 def _cluster_state(status: Mapping[str, Any] | None) -> tuple[State | None, float | None]:
-    breaker = (status or {}).get("breaker") or {}
-    try:
-        state = State(str(breaker.get("automaticState") or breaker.get("state")))
-    except ValueError:
-        return None, None
-    until = breaker.get("openUntil")
-    return state, parse_rfc3339(until) if until else None
+    """The operator's breaker (what its evidence says, whatever the override) and its open
+    period's end, read leniently from status (resources.status)."""
+    view = breaker_view(status)
+    return (None, None) if view is None else (view.automatic, view.open_until)
