@@ -17,7 +17,15 @@ Upstream that lists them in ``forwardHeaders`` (``x-fake-*``).
 ``x-fake-chunk-delay``       seconds between stream chunks
 ``x-fake-stall-after``       stream this many chunks, then stall (send nothing more)
 ``x-fake-cut-after``         stream this many chunks, then drop the connection mid-stream
+``x-fake-stream-error``      stream this many chunks, then the provider's mid-stream error
 ============================ ================================================================
+
+Besides chat completions, completions, embeddings and the model list, it answers the Responses
+API (``POST /v1/responses``, see ``sluice.fakes.responses``). A streamed chat request with
+``stream_options: {"include_usage": true}`` gets, as OpenAI sends it, ``"usage": null`` on every
+chunk and a last chunk with ``choices: []`` and the usage before ``[DONE]``; ``stream_options``
+without ``stream`` is refused (400), as OpenAI refuses it. Other providers' fakes build on this
+one: ``sluice.fakes.anthropic`` and ``sluice.fakes.azure``.
 """
 
 from __future__ import annotations
@@ -27,8 +35,13 @@ import json
 import random
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
+
+from sluice.fakes import responses
+from sluice.fakes.errors import invalid_request
+from sluice.fakes.sse import StreamSteering
 
 __all__ = ["FakeUpstream", "SeenRequest"]
 
@@ -39,6 +52,7 @@ class SeenRequest:
     path: str
     headers: dict[str, str]
     at: float
+    query: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -56,8 +70,13 @@ class FakeUpstream:
     _runner: web.AppRunner | None = field(default=None, repr=False)
 
     @property
+    def root_url(self) -> str:
+        """Scheme, host and port: what an SDK that adds ``/v1`` itself takes as its base."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"{self.root_url}/v1"
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -65,6 +84,7 @@ class FakeUpstream:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._chat)
         app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_post("/v1/responses", self._responses)
         return app
 
     async def start(self) -> None:
@@ -98,7 +118,12 @@ class FakeUpstream:
         headers = request.headers
         return headers.get(f"{name}-{self.name}") or headers.get(name)
 
+    def _stream_steering(self, request: web.Request) -> StreamSteering:
+        return StreamSteering.read(lambda name: self._steer(request, name))
+
     async def _trouble(self, request: web.Request) -> web.Response | None:
+        """Record the request, then do what its steering headers ask: the error answer to send,
+        or None to answer normally."""
         headers = {k.lower(): v for k, v in request.headers.items()}
         self.seen.append(
             SeenRequest(
@@ -106,6 +131,7 @@ class FakeUpstream:
                 path=request.path,
                 headers=headers,
                 at=time.time(),
+                query=dict(request.query),
             )
         )
         if delay := self._steer(request, "x-fake-delay"):
@@ -122,6 +148,10 @@ class FakeUpstream:
             code = 503
         if code is None or code < 400:
             return None
+        return self._error(request, code)
+
+    def _error(self, request: web.Request, code: int) -> web.Response:
+        """The answer to a request steered (or defaulted) to fail with ``code``."""
         response_headers = {}
         if retry_after := self._steer(request, "x-fake-retry-after"):
             response_headers["Retry-After"] = retry_after
@@ -147,10 +177,15 @@ class FakeUpstream:
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         if (trouble := await self._trouble(request)) is not None:
             return trouble
+        legacy = request.path.endswith("/completions") and "chat" not in request.path
+        return await self._answer_chat(request, legacy=legacy)
+
+    async def _answer_chat(self, request: web.Request, *, legacy: bool) -> web.StreamResponse:
+        """A chat completion (or, ``legacy``, a text completion) for ``request``."""
         body = await request.json()
         model = str(body.get("model", self.models[0]))
         text = f"hello from {self.name}"
-        if request.path.endswith("/completions") and "chat" not in request.path:
+        if legacy:
             return web.json_response(
                 {
                     "id": "cmpl-fake",
@@ -162,6 +197,11 @@ class FakeUpstream:
                 }
             )
         if not body.get("stream"):
+            if body.get("stream_options") is not None:
+                return invalid_request(
+                    "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                    param="stream_options",
+                )
             return web.json_response(
                 {
                     "id": "chatcmpl-fake",
@@ -178,20 +218,18 @@ class FakeUpstream:
                     "usage": {"prompt_tokens": 1, "completion_tokens": 4, "total_tokens": 5},
                 }
             )
-        chunks = int(self._steer(request, "x-fake-chunks") or 3)
-        pause = float(self._steer(request, "x-fake-chunk-delay") or 0)
-        stall_after = self._steer(request, "x-fake-stall-after")
-        cut_after = self._steer(request, "x-fake-cut-after")
+        steering = self._stream_steering(request)
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        for index in range(chunks):
-            if stall_after is not None and index == int(stall_after):
-                await asyncio.sleep(3600)
-            if cut_after is not None and index == int(cut_after):
-                if request.transport is not None:
-                    request.transport.abort()
+        for index in range(steering.chunks):
+            verdict = await steering.before(request, index)
+            if verdict == "cut":
                 return response
-            chunk = {
+            if verdict == "error":
+                return await _stream_error(response)
+            chunk: dict[str, Any] = {
                 "id": "chatcmpl-fake",
                 "object": "chat.completion.chunk",
                 "created": int(time.time()),
@@ -204,16 +242,43 @@ class FakeUpstream:
                     }
                 ],
             }
+            if include_usage:
+                chunk["usage"] = None
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
-            if pause:
-                await asyncio.sleep(pause)
+            if steering.pause:
+                await asyncio.sleep(steering.pause)
+        if steering.error_at_end(steering.chunks):
+            return await _stream_error(response)
+        if include_usage:
+            usage = {
+                "prompt_tokens": 1,
+                "completion_tokens": steering.chunks,
+                "total_tokens": 1 + steering.chunks,
+            }
+            last = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [],
+                "usage": usage,
+            }
+            await response.write(f"data: {json.dumps(last)}\n\n".encode())
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
 
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        if (trouble := await self._trouble(request)) is not None:
+            return trouble
+        return await responses.answer(request, self.name, self._stream_steering(request))
+
     async def _embeddings(self, request: web.Request) -> web.Response:
         if (trouble := await self._trouble(request)) is not None:
             return trouble
+        return await self._answer_embeddings(request)
+
+    async def _answer_embeddings(self, request: web.Request) -> web.Response:
         body = await request.json()
         inputs = body.get("input", "")
         count = len(inputs) if isinstance(inputs, list) else 1
@@ -228,3 +293,19 @@ class FakeUpstream:
                 "usage": {"prompt_tokens": count, "total_tokens": count},
             }
         )
+
+
+async def _stream_error(response: web.StreamResponse) -> web.StreamResponse:
+    """What OpenAI sends when a chat stream fails part way: an error object as a data line, no
+    ``[DONE]`` (the SDK raises ``APIError`` on it)."""
+    error = {
+        "error": {
+            "message": "The server had an error while processing your request. Sorry about that!",
+            "type": "server_error",
+            "param": None,
+            "code": None,
+        }
+    }
+    await response.write(f"data: {json.dumps(error)}\n\n".encode())
+    await response.write_eof()
+    return response
