@@ -408,14 +408,24 @@ def _add_proxy(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _fake_upstream(args: argparse.Namespace) -> int:
     import asyncio
 
-    from sluice.fakes import FakeUpstream
+    from sluice.fakes import fake_for
+
+    options: dict[str, object] = {"name": args.name, "port": args.port, "flaky": args.flaky}
+    if args.model:
+        options["models"] = tuple(args.model)
+    if args.api_key is not None:
+        if args.provider not in ("anthropic", "azure-openai"):
+            raise SystemExit("--api-key: only the anthropic and azure-openai fakes check keys")
+        options["api_key"] = args.api_key
 
     async def run() -> None:
-        fake = FakeUpstream(
-            name=args.name, port=args.port, models=tuple(args.model or ["m1"]), flaky=args.flaky
-        )
+        fake = fake_for(args.provider, **options)
         await fake.start()
-        print(f"fake upstream {args.name} on {fake.base_url}", flush=True)
+        print(
+            f"fake {args.provider} upstream {args.name} on {fake.base_url} "
+            f"(SDK root {fake.root_url}; serving {', '.join(fake.models)})",
+            flush=True,
+        )
         await asyncio.Event().wait()
 
     with contextlib.suppress(KeyboardInterrupt):
@@ -426,14 +436,31 @@ def _fake_upstream(args: argparse.Namespace) -> int:
 def _add_fake_upstream(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     fake = commands.add_parser(
         "fake-upstream",
-        help="a fake OpenAI-compatible upstream on 127.0.0.1, for demos and tests",
-        description="Answers /v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings. "
+        help="a fake OpenAI, Anthropic or Azure OpenAI upstream on 127.0.0.1, for demos and tests",
+        description="openai: /v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings, "
+        "/v1/responses. anthropic: /v1/messages, /v1/models. azure-openai: "
+        "/openai/deployments/{deployment}/... with api-version, and /openai/v1/... "
         "Requests can ask it to fail: x-fake-status, x-fake-delay, x-fake-reset, "
-        "x-fake-cut-after, x-fake-stall-after (see sluice/fakes/upstream.py).",
+        "x-fake-cut-after, x-fake-stall-after, x-fake-stream-error (see sluice/fakes/).",
+    )
+    fake.add_argument(
+        "--provider",
+        choices=("openai", "openai-compatible", "anthropic", "azure-openai"),
+        default="openai",
+        help="the API it speaks (default: openai)",
     )
     fake.add_argument("--name", default="fake")
     fake.add_argument("--port", type=int, default=18101)
-    fake.add_argument("--model", action="append", help="a model it serves (repeatable)")
+    fake.add_argument(
+        "--model",
+        action="append",
+        help="a model (for azure-openai, a deployment) it serves (repeatable)",
+    )
+    fake.add_argument(
+        "--api-key",
+        default=None,
+        help="anthropic and azure-openai: the only key accepted (default: any key)",
+    )
     fake.add_argument(
         "--flaky", type=float, default=0.0, help="fraction of requests answered 503 (default: 0)"
     )
