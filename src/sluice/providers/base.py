@@ -5,7 +5,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["Provider"]
+from sluice.core import ErrorKind
+
+__all__ = ["Provider", "StreamFailure"]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFailure:
+    """Why a stream ended badly: an error the upstream sent in the stream (``status``: the HTTP
+    status its type stands for, to judge it by), or a broken stream (``error``: STREAM_CUT when
+    it ended before its last event, PROTOCOL when it broke its format)."""
+
+    message: str
+    status: int | None = None
+    error: ErrorKind | None = None
+    error_type: str | None = None
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from sluice.core import (
     classify_error,
     classify_status,
 )
+from sluice.providers.openai import OpenAIStream, ask_for_usage
 from sluice.proxy.answers import write_bounded
 from sluice.proxy.breakers import Breakers
 from sluice.proxy.client import Response, UpstreamClient, UpstreamError, request_head
@@ -149,13 +150,23 @@ class Call:
     limits: Limits
     clock: Callable[[], float]
     attempts: list[Attempt] = field(default_factory=list)
+    # A stream asks the upstream for its usage; whether the client had asked too.
+    usage_asked: bool = field(init=False)
+    _upstream_body: dict[str, Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.stream:
+            self._upstream_body, self.usage_asked = ask_for_usage(self.body)
+        else:
+            self._upstream_body, self.usage_asked = self.body, False
 
     def data_for(self, model: str) -> bytes:
         """The client's bytes as they came, unless the upstream knows the model by another
-        name."""
-        return (
-            self.raw if model == self.body["model"] else orjson.dumps({**self.body, "model": model})
-        )
+        name or a stream must ask for its usage."""
+        body = self._upstream_body
+        if body is self.body and model == body["model"]:
+            return self.raw
+        return orjson.dumps({**body, "model": model})
 
     def headers_for(self, target: Target) -> list[tuple[str, str]]:
         """The client headers the upstream may see (FORWARDED, spec.forwardHeaders), then ours."""
@@ -224,8 +235,11 @@ async def _buffered(call: Call, upstream: Response, recorder: _Recorder) -> Resu
 def _count_tokens(call: Call, target: Target, body: bytes) -> None:
     """Token usage (see usage_tokens) into the log record and the metric."""
     tokens = usage_tokens(body)
-    if tokens is None:
-        return
+    if tokens is not None:
+        _count(call, target, tokens)
+
+
+def _count(call: Call, target: Target, tokens: dict[str, int | None]) -> None:
     call.record["tokens"] = tokens
     namespace, name = target.key
     metrics = call.metrics
@@ -250,7 +264,6 @@ async def _streamed(call: Call, upstream: Response, recorder: _Recorder) -> Resu
     response = web.StreamResponse(status=200, headers=_stream_headers(call, upstream, recorder))
     await response.prepare(call.request)
     try:
-        await _write(call, response, first, recorder)
         outcome = await _relay(call, upstream, response, recorder, first)
     except (ConnectionError, asyncio.CancelledError) as e:  # our client left: not the upstream's
         recorder.finish(classify_error(ErrorKind.CLIENT_DISCONNECT), first_byte=first_byte)
@@ -295,10 +308,14 @@ async def _write(
 async def _relay(
     call: Call, upstream: Response, response: web.StreamResponse, recorder: _Recorder, first: bytes
 ) -> Outcome:
-    """Chunks from the upstream to the client until the stream ends: its outcome."""
+    """Chunks from the upstream to the client, through the stream's reader (usage, its end),
+    until the stream ends: its outcome."""
     idle = recorder.pick.candidate.target.timeouts.stream_idle
-    tail = first[-16:]
-    while True:
+    stream = OpenAIStream(keep_usage=call.usage_asked)
+    chunk = first
+    while chunk:
+        if out := stream.feed(chunk):
+            await _write(call, response, out, recorder)
         left = recorder.time_left()
         try:
             chunk = await upstream.readany(min(idle, left))
@@ -307,13 +324,14 @@ async def _relay(
             return classify_error(kind)
         except UpstreamError as e:
             return classify_error(ErrorKind.STREAM_CUT, e.detail)
-        if not chunk:
-            # An OpenAI stream ends with [DONE]; a clean close before it is a cut.
-            if b"[DONE]" not in tail and first.startswith(b"data:"):
-                return classify_error(ErrorKind.STREAM_CUT, "ended without [DONE]")
-            return Outcome(OutcomeKind.SUCCESS, "stream complete", status=200)
-        await _write(call, response, chunk, recorder)
-        tail = (tail + chunk)[-16:]
+    if rest := stream.finish():
+        await _write(call, response, rest, recorder)
+    if stream.usage is not None:
+        _count(call, recorder.pick.candidate.target, stream.usage)
+    # An OpenAI stream ends with [DONE]; a clean close before it is a cut.
+    if stream.error is not None and first.startswith(b"data:"):
+        return classify_error(ErrorKind.STREAM_CUT, stream.error.message)
+    return Outcome(OutcomeKind.SUCCESS, "stream complete", status=200)
 
 
 class _Recorder:

@@ -1,0 +1,45 @@
+"""Streamed answers' tokens are counted: the proxy asks every OpenAI-format upstream for its
+usage chunk, counts it, and passes it on only to a client that asked for it."""
+
+from __future__ import annotations
+
+from tests.component.conftest import Gateway
+
+
+async def tokens(gateway: Gateway, kind: str) -> float:
+    text = await (await gateway.client.get("/metrics")).text()
+    prefix = f'sluice_tokens_total{{kind="{kind}",namespace="default",upstream="primary"}} '
+    lines = [line for line in text.splitlines() if line.startswith(prefix)]
+    return float(lines[0].removeprefix(prefix)) if lines else 0.0
+
+
+async def test_a_stream_is_counted_and_its_usage_chunk_kept_from_a_client_that_did_not_ask(
+    gateway: Gateway,
+) -> None:
+    stream = await gateway.openai.chat.completions.create(
+        model="m1", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    chunks = [chunk async for chunk in stream]
+
+    assert chunks  # the content chunks, then nothing else
+    assert all(chunk.choices for chunk in chunks)
+    assert all(chunk.usage is None for chunk in chunks)
+    assert await tokens(gateway, "output") > 0
+    [record] = gateway.access_log()
+    assert record["tokens"]["output"] > 0
+
+
+async def test_a_client_that_asked_for_usage_gets_the_usage_chunk(gateway: Gateway) -> None:
+    stream = await gateway.openai.chat.completions.create(
+        model="m1",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = [chunk async for chunk in stream]
+
+    last = chunks[-1]
+    assert last.choices == []
+    assert last.usage is not None
+    assert last.usage.completion_tokens > 0
+    assert await tokens(gateway, "output") == last.usage.completion_tokens

@@ -1,0 +1,72 @@
+"""OpenAI streams pass through event by event: their usage chunk read (and dropped unless the
+client asked for it), their end noticed, however the bytes are split."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sluice.core import ErrorKind
+from sluice.providers.openai import OpenAIStream, ask_for_usage
+
+CONTENT = b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}\n\n'
+USAGE = b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5}}\n\n'
+DONE = b"data: [DONE]\n\n"
+STREAM = CONTENT * 3 + USAGE + DONE
+
+
+def run(stream: OpenAIStream, pieces: list[bytes]) -> bytes:
+    return b"".join(stream.feed(p) for p in pieces) + stream.finish()
+
+
+def test_the_usage_chunk_is_counted_and_dropped_for_a_client_that_did_not_ask() -> None:
+    stream = OpenAIStream(keep_usage=False)
+
+    out = run(stream, [STREAM])
+
+    assert out == CONTENT * 3 + DONE
+    assert stream.usage == {"input": 3, "output": 5}
+    assert stream.error is None
+
+
+def test_the_usage_chunk_goes_to_a_client_that_asked() -> None:
+    stream = OpenAIStream(keep_usage=True)
+
+    assert run(stream, [STREAM]) == STREAM
+    assert stream.usage == {"input": 3, "output": 5}
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.lists(st.integers(min_value=0, max_value=len(STREAM)), max_size=12), st.booleans())
+def test_any_split_gives_the_same_stream(cuts: list[int], keep: bool) -> None:
+    points = sorted(set(cuts))
+    pieces = [STREAM[a:b] for a, b in zip([0, *points], [*points, len(STREAM)], strict=True)]
+    stream = OpenAIStream(keep_usage=keep)
+
+    out = run(stream, pieces)
+
+    assert out == (STREAM if keep else CONTENT * 3 + DONE)
+    assert stream.usage == {"input": 3, "output": 5}
+    assert stream.error is None
+
+
+def test_a_stream_that_ends_without_done_is_a_cut() -> None:
+    stream = OpenAIStream(keep_usage=False)
+
+    out = run(stream, [CONTENT, CONTENT[:10]])
+
+    assert out == CONTENT + CONTENT[:10]  # what came is passed on
+    assert stream.error is not None
+    assert stream.error.error is ErrorKind.STREAM_CUT
+
+
+def test_the_request_asks_for_usage_once() -> None:
+    body = {"model": "m", "stream": True}
+
+    asked, client_asked = ask_for_usage(body)
+    again, client_asked_again = ask_for_usage({**body, "stream_options": {"include_usage": True}})
+
+    assert asked["stream_options"] == {"include_usage": True}
+    assert not client_asked
+    assert client_asked_again
+    assert again["stream_options"] == {"include_usage": True}
