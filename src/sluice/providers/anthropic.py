@@ -1,10 +1,75 @@
-"""Anthropic: the key in ``x-api-key``, with the API version every request must name."""
+"""Anthropic: the key in ``x-api-key``, with the API version every request must name; and
+Anthropic's Messages API beside OpenAI's Chat Completions, translated both ways.
+
+OpenAI client, Anthropic upstream: :func:`to_anthropic_request`, then
+:func:`from_anthropic_response`, :class:`AnthropicStreamTranslator` or
+:func:`from_anthropic_error` for what comes back, :func:`classify_anthropic` for what it means.
+Anthropic client (``/v1/messages``), OpenAI-format upstream: :func:`to_openai_request`, then
+:func:`to_anthropic_response`, :class:`OpenAIStreamTranslator` or :func:`to_anthropic_error`.
+
+The translations live in ``anthropic_request``, ``anthropic_response``, ``anthropic_stream``
+and ``anthropic_errors``; they are pure functions of dicts and bytes.
+"""
 
 from __future__ import annotations
 
+from sluice.providers.anthropic_errors import (
+    AnthropicVerdict,
+    Disposition,
+    classify_anthropic,
+    from_anthropic_error,
+    status_for_error_type,
+    to_anthropic_error,
+)
+from sluice.providers.anthropic_request import (
+    DEFAULT_MAX_TOKENS,
+    FIRST_TURN_PLACEHOLDER,
+    to_anthropic_request,
+    to_openai_request,
+    wants_usage,
+)
+from sluice.providers.anthropic_response import (
+    anthropic_stop_reason,
+    anthropic_usage,
+    from_anthropic_response,
+    openai_finish_reason,
+    openai_usage,
+    to_anthropic_response,
+)
+from sluice.providers.anthropic_stream import (
+    AnthropicStreamTranslator,
+    OpenAIStreamTranslator,
+    StreamFailure,
+)
 from sluice.providers.base import Provider
+from sluice.providers.translation import TranslationError, UpstreamFormatError
 
-__all__ = ["ANTHROPIC", "ANTHROPIC_VERSION"]
+__all__ = [
+    "ANTHROPIC",
+    "ANTHROPIC_VERSION",
+    "DEFAULT_MAX_TOKENS",
+    "FIRST_TURN_PLACEHOLDER",
+    "AnthropicStreamTranslator",
+    "AnthropicVerdict",
+    "Disposition",
+    "OpenAIStreamTranslator",
+    "StreamFailure",
+    "TranslationError",
+    "UpstreamFormatError",
+    "anthropic_stop_reason",
+    "anthropic_usage",
+    "classify_anthropic",
+    "from_anthropic_error",
+    "from_anthropic_response",
+    "openai_finish_reason",
+    "openai_usage",
+    "status_for_error_type",
+    "to_anthropic_error",
+    "to_anthropic_request",
+    "to_anthropic_response",
+    "to_openai_request",
+    "wants_usage",
+]
 
 ANTHROPIC_VERSION = "2023-06-01"
 
