@@ -22,15 +22,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import io
 import os
 import platform
-import subprocess
 import sys
-import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,9 +37,12 @@ from harness import (
     LOAD_CORE,
     PROXY_CORE,
     ROOT,
+    commit_source,
     free_port,
+    imported_from,
     process,
     sluice_manifest,
+    source_env,
     source_state,
     write_section,
 )
@@ -241,32 +240,6 @@ async def abuse(
 # -- the runs -----------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def old_source(rev: str) -> Iterator[Path]:
-    """``src`` of commit ``rev``, extracted (read-only on the repository: no worktree)."""
-    with tempfile.TemporaryDirectory(prefix="sluice-old-") as tmp:
-        archive = subprocess.run(
-            ["git", "-C", str(ROOT), "archive", rev, "src"],
-            capture_output=True,
-            check=True,
-            timeout=60,
-        ).stdout
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            tar.extractall(tmp, filter="data")
-        yield Path(tmp) / "src"
-
-
-def imported_from(env: dict[str, str]) -> str:
-    return subprocess.run(
-        [sys.executable, "-c", "import sluice; print(sluice.__file__)"],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, **env},
-        timeout=30,
-    ).stdout.strip()
-
-
 async def measure(
     label: str, env: dict[str, str], directory: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -410,13 +383,10 @@ def main() -> None:
         directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sluice-abuse-")))
         trees: list[tuple[str, dict[str, str]]] = [(f"this tree ({source_state()})", {})]
         if args.old:
-            old = stack.enter_context(old_source(args.old))
-            trees.append((f"before ({args.old})", {"PYTHONPATH": str(old)}))
+            old = stack.enter_context(commit_source(args.old))
+            trees.append((f"before ({args.old})", source_env(old)))
         for label, env in trees:
-            where = imported_from(env)
-            print(f"== {label}: sluice from {where}", file=sys.stderr, flush=True)
-            if env and not where.startswith(env["PYTHONPATH"]):
-                sys.exit(f"PYTHONPATH={env['PYTHONPATH']} still imports {where}")
+            print(f"== {label}: sluice from {imported_from(env)}", file=sys.stderr, flush=True)
             row = asyncio.run(measure(label, env, directory, args))
             print(f"   {row}", file=sys.stderr, flush=True)
             rows.append(row)

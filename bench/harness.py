@@ -3,6 +3,7 @@ and the targets (Sluice, the naive passthrough, nginx, HAProxy, LiteLLM, Portkey
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -11,6 +12,8 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -405,3 +408,49 @@ def source_state() -> str:
 
     dirty = git("status", "--porcelain", "--", "src")
     return git("rev-parse", "--short", "HEAD") + (" + uncommitted changes in src/" if dirty else "")
+
+
+def commit(rev: str) -> str:
+    """``rev`` (a commit, a branch, HEAD) as a short commit id."""
+    return subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", f"{rev}^{{commit}}"],
+        check=True, capture_output=True, text=True, timeout=30,
+    ).stdout.strip()  # fmt: skip
+
+
+@contextmanager
+def commit_source(rev: str) -> Iterator[Path]:
+    """``src`` of commit ``rev``, extracted (read-only on the repository: no worktree)."""
+    with tempfile.TemporaryDirectory(prefix="sluice-old-") as tmp:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", rev, "src"],
+            capture_output=True,
+            check=True,
+            timeout=60,
+        ).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(tmp, filter="data")
+        yield Path(tmp) / "src"
+
+
+def imported_from(env: dict[str, str]) -> str:
+    """Where ``import sluice`` finds the package with ``env`` added to this environment."""
+    return subprocess.run(
+        [sys.executable, "-c", "import sluice; print(sluice.__file__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **env},
+        timeout=30,
+    ).stdout.strip()
+
+
+def source_env(src: Path) -> dict[str, str]:
+    """The environment that makes a proxy started with this venv's Python import Sluice from
+    ``src`` (an extracted commit_source): ``src`` first on PYTHONPATH. Checked: exits if
+    ``import sluice`` still finds another copy."""
+    env = {"PYTHONPATH": str(src)}
+    where = imported_from(env)
+    if not where.startswith(str(src)):
+        sys.exit(f"PYTHONPATH={src} still imports {where}")
+    return env

@@ -1,4 +1,5 @@
-"""The scenarios beyond throughput: latency at a fixed rate, streams, failover, memory.
+"""The scenarios beyond throughput: latency at a fixed rate, streams, failover, memory, client
+auth, and one commit's proxy beside another's (before and after).
 
 Each starts its targets one at a time, pinned like the throughput runs (proxy on the proxy
 core; fake upstreams, wrk, hey and bench/loadgen.py on the load core), and returns plain
@@ -457,17 +458,94 @@ def client_auth(
                 print(f"== client auth, round {index + 1}: {name}", file=sys.stderr, flush=True)
                 with running(name, (argv, port, headers, {}), directory, missing) as pgid:
                     keyless = keyless_status(port)
-                    run_wrk(port, 8, 2, script)  # warm-up
-                    before = group_cpu_seconds(pgid)
-                    rps, p50, p99, total, errors = run_wrk(port, connections, duration, script)
-                    cpu = (group_cpu_seconds(pgid) - before) / total * 1e6 if total else None
+                    run = closed_loop(pgid, port, connections, duration, script)
                     found.append(
-                        {
-                            "round": index + 1, "auth": auth, "connections": connections,
-                            "rps": rps, "p50_ms": p50, "p99_ms": p99,
-                            "cpu_us_per_request": cpu, "errors": errors,
-                            "keyless_status": keyless,
-                        }
-                    )  # fmt: skip
+                        {"round": index + 1, "auth": auth, **run, "keyless_status": keyless}
+                    )
                     print(f"   {found[-1]}", file=sys.stderr, flush=True)
+    return found
+
+
+# -- before and after: one commit's proxy beside another's ------------------------------------
+
+
+def closed_loop(
+    pgid: int, port: int, connections: int, duration: int, script: Path
+) -> dict[str, Any]:
+    """wrk against a running target after a 2 s warm-up; proxy CPU is its process group's
+    user + system time over the timed run, divided by the requests wrk completed."""
+    run_wrk(port, 8, 2, script)  # warm-up: connections, caches
+    before = group_cpu_seconds(pgid)
+    rps, p50, p99, total, errors = run_wrk(port, connections, duration, script)
+    cpu = (group_cpu_seconds(pgid) - before) / total * 1e6 if total else None
+    return {
+        "connections": connections, "rps": rps, "p50_ms": p50, "p99_ms": p99,
+        "cpu_us_per_request": cpu, "errors": errors,
+    }  # fmt: skip
+
+
+def naive_target(upstream_port: int, loop: str) -> Target:
+    port = free_port()
+    argv = [sys.executable, str(ROOT / "bench" / "naive_passthrough.py"), str(port)]
+    argv += [f"http://127.0.0.1:{upstream_port}", *(["uvloop"] if loop == "uvloop" else [])]
+    return argv, port, {}, {}
+
+
+def before_after(
+    directory: Path,
+    missing: dict[str, str],
+    trees: list[tuple[str, dict[str, str]]],
+    *,
+    duration: int,
+    rounds: int,
+    loop: str,
+    connections: int = 32,
+    stream_duration: int = 0,
+) -> dict[str, list[dict[str, Any]]]:
+    """The naive passthrough and Sluice from each of ``trees`` (label, env putting that
+    commit's ``src`` first on PYTHONPATH), a fresh process each run, in rounds: in order in odd
+    rounds, reversed in even ones (so a drift over the run weighs on each alike). Non-streaming,
+    wrk closed loop against the throughput scenario's nginx upstream. Then, if
+    ``stream_duration``, one streaming run each (and the fake upstream directly) as in
+    ``streams``."""
+    names = ["naive aiohttp passthrough", *(label for label, _ in trees)]
+    envs = dict(trees)
+    script = lua_script(directory / "before-after.lua", {})
+
+    def spec(name: str, upstream_port: int) -> Target:
+        if name not in envs:
+            return naive_target(upstream_port, loop)
+        argv, port = sluice_argv(directory, upstream_port, loop=loop)
+        return argv, port, {}, envs[name]
+
+    found: dict[str, list[dict[str, Any]]] = {"runs": [], "streams": []}
+    with nginx_upstream(directory) as upstream_port:
+        for index in range(rounds):
+            for name in names if index % 2 == 0 else names[::-1]:
+                print(f"== before/after, round {index + 1}: {name}", file=sys.stderr, flush=True)
+                target = spec(name, upstream_port)
+                with running(name, target, directory, missing) as pgid:
+                    run = closed_loop(pgid, target[1], connections, duration, script)
+                    found["runs"].append({"round": index + 1, "target": name, **run})
+                    print(f"   {found['runs'][-1]}", file=sys.stderr, flush=True)
+    if not stream_duration:
+        return found
+    options = ("--chunks", "20", "--chunk-interval-ms", "10")
+    with loadfake(directory, "before-after", *options) as (upstream_port, _):
+        args = ["stream", "--connections", "16", "--duration", str(stream_duration)]
+        url = f"http://127.0.0.1:{upstream_port}/v1/chat/completions"
+        print("== before/after, streams: direct", file=sys.stderr, flush=True)
+        found["streams"].append({"target": "direct (no proxy)", **loadgen(*args, url)})
+        for name in names:
+            print(f"== before/after, streams: {name}", file=sys.stderr, flush=True)
+            target = spec(name, upstream_port)
+            with running(name, target, directory, missing) as pgid:
+                url = f"http://127.0.0.1:{target[1]}/v1/chat/completions"
+                loadgen("stream", url, "--connections", "4", "--duration", "1")  # warm-up
+                before = group_cpu_seconds(pgid)
+                result = loadgen(*args, url)
+                cpu = group_cpu_seconds(pgid) - before
+                per = cpu / result["streams"] * 1e6 if result["streams"] else None
+                found["streams"].append({"target": name, **result, "cpu_us_per_stream": per})
+                print(f"   {found['streams'][-1]}", file=sys.stderr, flush=True)
     return found
