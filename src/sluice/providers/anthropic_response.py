@@ -200,7 +200,9 @@ def to_anthropic_response(body: Mapping[str, Any], *, model: str) -> dict[str, A
             blocks.append({"type": "text", "text": text})
             if name == "refusal":
                 stop_reason = "refusal"
-    calls = message.get("tool_calls") or []
+    calls = message.get("tool_calls")
+    if calls is None:
+        calls = []
     if not isinstance(calls, list):
         raise UpstreamFormatError("the upstream's message.tool_calls is not a list")
     blocks += [_tool_use(call, f"message.tool_calls[{i}]") for i, call in enumerate(calls)]
