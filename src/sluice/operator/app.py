@@ -203,24 +203,8 @@ async def _lead(
             namespace, name = Ref.of(policy)
             ctx.policies.put(namespace, name, policy.get("spec") or {})
         operator = Operator(ctx)
-        stop_flag, ready_flag = asyncio.Event(), asyncio.Event()
-        kopf_task = asyncio.create_task(
-            kopf.operator(
-                registry=registry_for(operator, kube),
-                settings=kopf_settings(),
-                standalone=True,
-                clusterwide=options.namespace is None,
-                namespaces=[options.namespace] if options.namespace else (),
-                stop_flag=stop_flag,
-                ready_flag=ready_flag,
-            )
-        )
-        # kopf installs its own SIGINT/SIGTERM handlers (and then SIGKILLs itself after a
-        # timeout); take them back, so a signal stops kopf through stop_flag and we can still
-        # release the Lease.
-        ready = asyncio.create_task(ready_flag.wait())
-        await asyncio.wait({ready, kopf_task}, return_when=asyncio.FIRST_COMPLETED)
-        ready.cancel()
+        stop_flag = asyncio.Event()
+        kopf_task = await _start_kopf(operator, kube, options, stop_flag)
         _handle_signals(shutdown)
         holding = asyncio.create_task(elector.hold())
         stopping = asyncio.create_task(shutdown.wait())
@@ -233,13 +217,49 @@ async def _lead(
         with contextlib.suppress(asyncio.CancelledError):
             await kopf_task
         await operator.stop_all()
-        if holding in done:
-            error = holding.exception()
-            log.error("stepping down: %s", error)
-            if isinstance(error, LeadershipLost):
-                return 1
-            raise error if error is not None else RuntimeError("lease renewal stopped")
-        if kopf_task in done and not shutdown.is_set():
-            log.error("kopf stopped unexpectedly")
+        return _exit_code(done, kopf_task=kopf_task, holding=holding, shutdown=shutdown)
+
+
+async def _start_kopf(
+    operator: Operator, kube: Kube, options: OperatorOptions, stop_flag: asyncio.Event
+) -> asyncio.Task[None]:
+    """Kopf running (ready, or already stopped), until ``stop_flag``."""
+    ready_flag = asyncio.Event()
+    kopf_task = asyncio.create_task(
+        kopf.operator(
+            registry=registry_for(operator, kube),
+            settings=kopf_settings(),
+            standalone=True,
+            clusterwide=options.namespace is None,
+            namespaces=[options.namespace] if options.namespace else (),
+            stop_flag=stop_flag,
+            ready_flag=ready_flag,
+        )
+    )
+    # kopf installs its own SIGINT/SIGTERM handlers (and then SIGKILLs itself after a
+    # timeout); the caller takes them back once it is ready, so a signal stops kopf through
+    # stop_flag and we can still release the Lease.
+    ready = asyncio.create_task(ready_flag.wait())
+    await asyncio.wait({ready, kopf_task}, return_when=asyncio.FIRST_COMPLETED)
+    ready.cancel()
+    return kopf_task
+
+
+def _exit_code(
+    done: set[asyncio.Task[Any]],
+    *,
+    kopf_task: asyncio.Task[None],
+    holding: asyncio.Task[None],
+    shutdown: asyncio.Event,
+) -> int:
+    """0 after a shutdown; 1 when leadership was lost or kopf stopped on its own."""
+    if holding in done:
+        error = holding.exception()
+        log.error("stepping down: %s", error)
+        if isinstance(error, LeadershipLost):
             return 1
-        return 0
+        raise error if error is not None else RuntimeError("lease renewal stopped")
+    if kopf_task in done and not shutdown.is_set():
+        log.error("kopf stopped unexpectedly")
+        return 1
+    return 0
