@@ -273,7 +273,7 @@ def _proxy(args: argparse.Namespace) -> int:
         loop = _event_loop(args.loop)
         try:
             loop.run_until_complete(
-                serve(app, host=args.host, port=args.port, limits=serving.limits)
+                serve(app, host=args.host, port=args.port, limits=serving.limits, tune=True)
             )
         finally:
             loop.close()

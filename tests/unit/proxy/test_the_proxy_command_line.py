@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 from pathlib import Path
 
@@ -110,3 +111,15 @@ def test_a_limit_must_be_a_positive_number(capsys: pytest.CaptureFixture[str]) -
         build_parser().parse_args(["proxy", "--manifests", "x", "--max-concurrent-requests", "0"])
 
     assert "0 must be at least 1" in capsys.readouterr().err
+
+
+def test_the_proxys_own_process_tunes_its_garbage_collector() -> None:
+    code = (
+        "import gc; from sluice.proxy.server import GC_YOUNG_THRESHOLD, tune_gc; tune_gc(); "
+        "print(gc.get_threshold()[0] == GC_YOUNG_THRESHOLD, gc.get_freeze_count() > 1000)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+
+    assert result.stdout.split() == ["True", "True"]
