@@ -441,7 +441,9 @@ class OpenAIStreamTranslator(_Translator):
         if isinstance(usage, Mapping):
             anthropic_usage(usage)  # the counts are counts
             self._openai_usage = usage
-        choices = chunk.get("choices") or []
+        choices = chunk.get("choices")
+        if choices is None:
+            choices = []
         if not isinstance(choices, list):
             raise UpstreamFormatError("a chunk's choices is not a list")
         for choice in choices:

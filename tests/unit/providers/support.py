@@ -186,6 +186,8 @@ def anthropic_stream(data: bytes) -> tuple[list[Any], list[dict[str, Any]]]:
     for sse in AnthropicSSEDecoder().iter_bytes(iter([data])):
         payload = orjson.loads(sse.data)
         assert sse.event == payload["type"]
+        if sse.event == "ping":  # not a RawMessageStreamEvent: the SDK skips it
+            continue
         if sse.event == "error":
             assert set(payload["error"]) == {"type", "message"}
             errors.append(payload)
