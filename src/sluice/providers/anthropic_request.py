@@ -189,12 +189,16 @@ def _stop(value: Any, param: str) -> list[str] | None:
 
 def _sampling(body: Mapping[str, Any]) -> dict[str, Any]:
     """temperature (OpenAI's 0-2; Anthropic's 0-1, so above 1 is refused, never scaled), top_p
-    and top_k, sent as given. Anthropic deprecated all three: models from Opus 4.7 on answer a
-    400 to them, which the client then sees."""
+    and top_k, sent as given, except the values that ask for Anthropic's default (temperature
+    1, top_p 1), which are left out. Anthropic deprecated all three: its models from Opus 4.7
+    on answer any of them with a 400, which the client then sees; leaving the defaults out
+    spares the many clients that always send ``temperature: 1``."""
     out: dict[str, Any] = {}
-    if (temperature := _number(body.get("temperature"), "temperature", 1)) is not None:
+    temperature = _number(body.get("temperature"), "temperature", 1)
+    if temperature is not None and temperature != 1:
         out["temperature"] = temperature
-    if (top_p := _number(body.get("top_p"), "top_p", 1)) is not None:
+    top_p = _number(body.get("top_p"), "top_p", 1)
+    if top_p is not None and top_p != 1:
         out["top_p"] = top_p
     if (top_k := _whole(body.get("top_k"), "top_k")) is not None:
         out["top_k"] = top_k

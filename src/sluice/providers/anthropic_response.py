@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from sluice.providers.translation import UpstreamFormatError
+from sluice.providers.translation import UpstreamFormatError, loads_object
 
 __all__ = [
     "anthropic_stop_reason",
@@ -109,7 +109,7 @@ def anthropic_usage(usage: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def from_anthropic_response(
-    body: Mapping[str, Any], *, model: str, created: int | None = None
+    body: Mapping[str, Any] | bytes, *, model: str, created: int | None = None
 ) -> dict[str, Any]:
     """An Anthropic Message as an OpenAI chat.completion.
 
@@ -117,9 +117,11 @@ def from_anthropic_response(
     become ``tool_calls`` (their input JSON-encoded). Thinking blocks are left out, as OpenAI's
     reasoning models leave out their reasoning; their tokens stay in the usage. Other blocks
     (server tools', which are never asked for) are left out too. ``model`` is the name the
-    client asked for; ``created`` is now unless given. UpstreamFormatError if ``body`` is not a
-    Message.
+    client asked for; ``created`` is now unless given. ``body`` may be the bytes as they came.
+    UpstreamFormatError if it is not a Message.
     """
+    if isinstance(body, bytes):
+        body = loads_object(body, "the upstream's answer")
     if body.get("type") != "message":
         raise UpstreamFormatError("the upstream's answer is not a Message")
     content = body.get("content")
@@ -178,11 +180,14 @@ def _tool_call(block: Mapping[str, Any], where: str) -> dict[str, Any]:
     }
 
 
-def to_anthropic_response(body: Mapping[str, Any], *, model: str) -> dict[str, Any]:
+def to_anthropic_response(body: Mapping[str, Any] | bytes, *, model: str) -> dict[str, Any]:
     """An OpenAI chat.completion (its first choice: n is never asked for) as an Anthropic
     Message. Its content becomes a text block, a refusal a text block with stop_reason
     refusal, its tool calls tool_use blocks (their arguments JSON-decoded: arguments that are
-    not a JSON object are an UpstreamFormatError, as Anthropic's input must be one)."""
+    not a JSON object are an UpstreamFormatError, as Anthropic's input must be one). ``body``
+    may be the bytes as they came."""
+    if isinstance(body, bytes):
+        body = loads_object(body, "the upstream's answer")
     choices = body.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
         raise UpstreamFormatError("the upstream's chat.completion has no choices")

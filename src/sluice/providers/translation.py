@@ -48,6 +48,15 @@ class TranslationError(ConfigurationError):
         self.param = param
         self.reason = message
 
+    def openai_body(self) -> dict[str, Any]:
+        """The 400's body for an OpenAI client."""
+        return {"error": {"message": str(self), "type": "invalid_request_error",
+                          "param": self.param, "code": "unsupported_parameter"}}  # fmt: skip
+
+    def anthropic_body(self) -> dict[str, Any]:
+        """The 400's body for an Anthropic client."""
+        return {"type": "error", "error": {"type": "invalid_request_error", "message": str(self)}}
+
 
 class UpstreamFormatError(SluiceError):
     """An upstream's answer does not follow its own wire format."""

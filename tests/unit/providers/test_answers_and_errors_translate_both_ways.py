@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from anthropic.types.shared import ErrorResponse
 from hypothesis import given, settings
@@ -417,3 +418,19 @@ def test_a_429_without_retry_after_and_an_error_without_a_body() -> None:
 )
 def test_an_error_events_type_stands_for_a_status(error_type: str | None, status: int) -> None:
     assert status_for_error_type(error_type) == status
+
+
+def test_answers_may_be_given_as_the_bytes_that_came() -> None:
+    body = message(text("hi"))
+    assert from_anthropic_response(orjson.dumps(body), model="m", created=1) == (
+        from_anthropic_response(body, model="m", created=1)
+    )
+    openai_body = completion({"role": "assistant", "content": "hi"})
+    assert to_anthropic_response(orjson.dumps(openai_body), model="m") == (
+        to_anthropic_response(openai_body, model="m")
+    )
+    for bad in (b"not json", b"[1]"):
+        with pytest.raises(UpstreamFormatError):
+            from_anthropic_response(bad, model="m")
+        with pytest.raises(UpstreamFormatError):
+            to_anthropic_response(bad, model="m")

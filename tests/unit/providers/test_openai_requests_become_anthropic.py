@@ -447,3 +447,32 @@ def test_any_request_translates_or_is_refused_with_a_translation_error(body: Any
     else:
         check_anthropic_request(out)
     assert json.dumps(body, sort_keys=True) == before  # the client's body is left as it was
+
+
+@pytest.mark.parametrize(
+    ("body", "sent"),
+    [
+        ({"temperature": 1}, {}),
+        ({"temperature": 1.0, "top_p": 1}, {}),
+        ({"temperature": 0, "top_p": 0.5}, {"temperature": 0, "top_p": 0.5}),
+        ({"top_k": 40}, {"top_k": 40}),
+    ],
+)
+def test_sampling_values_that_ask_for_anthropics_default_are_left_out(
+    body: dict[str, Any], sent: dict[str, Any]
+) -> None:
+    out = translate(**body)
+    assert {k: out[k] for k in ("temperature", "top_p", "top_k") if k in out} == sent
+
+
+def test_a_refusal_says_itself_to_either_client_as_a_400_body() -> None:
+    error = refused(n=3)
+    assert error.openai_body() == {
+        "error": {
+            "message": "n: more than one choice (n > 1) has no Anthropic equivalent",
+            "type": "invalid_request_error",
+            "param": "n",
+            "code": "unsupported_parameter",
+        }
+    }
+    assert error.anthropic_body()["error"]["type"] == "invalid_request_error"
