@@ -97,7 +97,11 @@ class _Translator:
         cut: :attr:`error` is set)."""
         if self._over:
             return b""
-        out = self._events(self._decoder.end())
+        try:
+            events = self._decoder.end()
+        except UpstreamFormatError as e:
+            return self._fail(StreamFailure(str(e), error=ErrorKind.PROTOCOL))
+        out = self._events(events)
         if self._ended():  # a last CR completed the last event
             return out
         failure = StreamFailure(
@@ -250,9 +254,9 @@ class AnthropicStreamTranslator(_Translator):
         usage = message.get("usage")
         if not isinstance(message_id, str) or not isinstance(usage, Mapping):
             raise UpstreamFormatError("message_start has no message id or no usage")
+        openai_usage(usage)  # the counts are counts
         self._id = message_id
         self._usage = dict(usage)
-        openai_usage(self._usage)  # the counts are counts
         out.append(self._chunk({"role": "assistant", "content": ""}))
 
     def _block_start(self, data: Mapping[str, Any], out: list[bytes]) -> None:
@@ -325,8 +329,9 @@ class AnthropicStreamTranslator(_Translator):
     def _message_delta(self, data: Mapping[str, Any], out: list[bytes]) -> None:
         usage = data.get("usage")
         if isinstance(usage, Mapping):  # cumulative counts: each one given replaces the last
-            self._usage.update({k: v for k, v in usage.items() if v is not None})
-            openai_usage(self._usage)
+            merged = {**self._usage, **{k: v for k, v in usage.items() if v is not None}}
+            openai_usage(merged)  # the counts are counts
+            self._usage = merged
         delta = data.get("delta")
         stop_reason = delta.get("stop_reason") if isinstance(delta, Mapping) else None
         if stop_reason is not None and self._finish_reason is None:

@@ -187,17 +187,25 @@ def test_a_last_event_without_its_blank_line_is_not_read() -> None:
          {"type": "content_block_delta", "index": 2, "delta": {"type": "text_delta", "text": "x"}}],
         [{"type": "message_start", "message": {"id": "m"}}],
         [{"type": "message_start", "message": {"id": "m", "usage": {"input_tokens": "many"}}}],
+        [ANTHROPIC_EVENTS[0], {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+                               "usage": {"output_tokens": -3}}],
     ],
 )  # fmt: skip
 def test_a_stream_that_breaks_its_format_is_a_protocol_failure(events: list[Any]) -> None:
     out, t = run(sse(events))
     assert cut(out, t)["type"] == "upstream_format_error"
     assert t.error.error is ErrorKind.PROTOCOL
+    assert t.usage in (None, {"input": 592, "output": 2})  # what was valid before
 
 
 @pytest.mark.parametrize(
     "data",
-    [b"event: message_start\ndata: {not json\n\n", b"data: [1, 2]\n\n", b"data: \xff\xfe\n\n"],
+    [
+        b"event: message_start\ndata: {not json\n\n",
+        b"data: [1, 2]\n\n",
+        b"data: \xff\xfe\n\n",
+        b"\x80\r",
+    ],
 )
 def test_bytes_that_are_not_events_are_a_protocol_failure(data: bytes) -> None:
     out, t = run(data)
@@ -261,6 +269,7 @@ def test_a_broken_stream_ends_in_a_failure_or_a_clean_finish_never_an_exception(
 ) -> None:
     out, t = run(pieces, include_usage)
     _chunks, errors, done = openai_stream(out)
+    assert t.usage is None or set(t.usage) == {"input", "output"}
     if t.done:
         assert done
         assert not errors
@@ -280,4 +289,5 @@ def test_a_broken_stream_ends_in_a_failure_or_a_clean_finish_never_an_exception(
 def test_random_bytes_never_raise(pieces: list[bytes]) -> None:
     out, t = run(pieces)
     openai_stream(out)
+    assert t.usage is None or set(t.usage) == {"input", "output"}
     assert t.error is not None  # no random bytes make a whole Anthropic stream

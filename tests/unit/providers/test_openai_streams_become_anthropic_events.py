@@ -196,6 +196,7 @@ def test_a_broken_stream_ends_in_a_failure_or_a_clean_finish_never_an_exception(
 ) -> None:
     out, t = run(pieces)
     events, errors = anthropic_stream(out)
+    assert t.usage is None or set(t.usage) == {"input", "output"}
     if t.done:
         assert not errors
         assert t.error is None
