@@ -12,8 +12,9 @@ from sluice.providers.anthropic import ANTHROPIC
 from sluice.providers.azure import AZURE_OPENAI, AZURE_OPENAI_V1
 from sluice.providers.base import Provider
 from sluice.providers.openai import OPENAI, OPENAI_COMPATIBLE
+from sluice.providers.translation import TranslationError, UpstreamFormatError
 
-__all__ = ["PROVIDERS", "Provider", "provider"]
+__all__ = ["PROVIDERS", "Provider", "TranslationError", "UpstreamFormatError", "provider"]
 
 PROVIDERS: dict[str, Provider] = {
     p.name: p for p in (OPENAI, OPENAI_COMPATIBLE, ANTHROPIC, AZURE_OPENAI)
