@@ -36,7 +36,10 @@ import pydantic
 from aiohttp import web
 
 from sluice.kube import Backoff, Informer, Kube, KubeError, NotFound, ObjectSource
-from sluice.proxy.server import AccessLog, Proxy, Serving
+from sluice.proxy.accesslog import AccessLog
+from sluice.proxy.admin import AdminAction
+from sluice.proxy.server import Serving
+from sluice.proxy.state import Proxy
 from sluice.proxy.table import Key, Table, build_table
 from sluice.resources import RESET_ANNOTATION, parse
 from sluice.resources.models import GROUP, VERSION, BreakerPolicy, ModelRoute, Upstream
@@ -343,19 +346,19 @@ def build(options: KubernetesOptions) -> web.Application:
     proxy.stale_after = options.stale_after
     state: dict[str, Kube] = {}
 
-    async def admin(key: Key, action: str) -> None:
-        patches: dict[str, dict[str, Any]] = {
-            "open": {"spec": {"breaker": {"override": "Open"}}},
-            "close": {"spec": {"breaker": {"override": "Closed"}}},
-            "auto": {"spec": {"breaker": {"override": None}}},
-            "reset": {"metadata": {"annotations": {RESET_ANNOTATION: str(time.time())}}},
-        }
-        if action not in patches:
-            raise ValueError(f"unknown action {action!r}: use open, close, auto or reset")
+    async def admin(key: Key, action: AdminAction) -> None:
+        """Patch the Upstream, so every replica and the operator follow (and it lasts)."""
+        if action is AdminAction.RESET:
+            patch: dict[str, Any] = {
+                "metadata": {"annotations": {RESET_ANNOTATION: str(time.time())}}
+            }
+        else:
+            override = action.override
+            patch = {"spec": {"breaker": {"override": override and override.value}}}
         await state["kube"].patch_object(
-            GROUP, VERSION, "upstreams", namespace=key[0], name=key[1], patch=patches[action]
+            GROUP, VERSION, "upstreams", namespace=key[0], name=key[1], patch=patch
         )
-        if action == "reset":  # the watch will not reset the local breaker: do it here too
+        if action is AdminAction.RESET:  # the watch will not reset the local breaker: here too
             proxy.breakers.get(key).reset(proxy.clock(), message="reset by the admin endpoint")
 
     async def watching(app: web.Application) -> AsyncIterator[None]:
