@@ -51,17 +51,19 @@ class OpenAIStream:
         self._done = False
 
     def feed(self, data: bytes) -> bytes:
-        data = self._pending + data if self._pending else data
-        end = data.rfind(_EVENT_END)
-        if end < 0:
-            self._pending = data
-            return b""
-        whole, self._pending = data[: end + 2], data[end + 2 :]
-        if _NO_CHOICES.search(whole):
-            whole = self._usage(whole)
-        if b"[DONE]" in whole[-16:]:
+        if self._pending:
+            data, self._pending = self._pending + data, b""
+        if not data.endswith(_EVENT_END):  # rare: upstreams write whole events
+            end = data.rfind(_EVENT_END)
+            if end < 0:
+                self._pending = data
+                return b""
+            data, self._pending = data[: end + 2], data[end + 2 :]
+        if (b"[]" in data or b"[ ]" in data) and _NO_CHOICES.search(data):
+            data = self._usage(data)
+        if data.endswith(b"[DONE]\n\n"):
             self._done = True
-        return whole
+        return data
 
     def finish(self) -> bytes:
         """The upstream closed: what is left, and a cut unless ``[DONE]`` came."""

@@ -71,14 +71,10 @@ class Exchange:
             if self.call.attempts:
                 metrics = self.call.metrics
                 metrics.child(metrics.failovers, self.plan.route).inc()
-            answered = self._answer(pick, await self._attempt(pick))
+            answered = self._answer(pick, await attempt(self.call, pick, self.plan.per_try))
             if answered is not None:
                 return answered
         return None
-
-    async def _attempt(self, pick: Pick) -> Result:
-        entry = self.plan.entry
-        return await attempt(self.call, pick, entry.retry.per_try_timeout if entry else None)
 
     def _answer(self, pick: Pick, result: Result) -> web.StreamResponse | None:
         """The client's answer if ``result`` ends the request, else None (and the reply kept)."""
@@ -99,7 +95,7 @@ class Exchange:
         pick = plan.anyway()
         if pick is None:
             return self._circuit_open()
-        answered = self._answer(pick, await self._attempt(pick))
+        answered = self._answer(pick, await attempt(self.call, pick, self.plan.per_try))
         return answered if answered is not None else self._exhausted()
 
     # -- answers -------------------------------------------------------------------------------

@@ -69,7 +69,14 @@ async def handle_api(request: web.Request) -> web.StreamResponse:
     route = "none"
     response: web.StreamResponse | None = None
     try:
-        response, route = await _admitted(request, proxy, record)
+        response = _refusal(request, proxy, record)
+        if response is not None:
+            return response
+        proxy.active_requests += 1
+        try:
+            response, route = await _serve(request, proxy, record)
+        finally:
+            proxy.active_requests -= 1
         return response
     except ConnectionError:  # the client went away (or stopped reading: write_bounded)
         response = None
@@ -89,27 +96,20 @@ async def handle_api(request: web.Request) -> web.StreamResponse:
             proxy.access_log.write(record)
 
 
-async def _admitted(
-    request: web.Request, proxy: Proxy, record: dict[str, Any]
-) -> tuple[web.StreamResponse, str]:
-    """Who may call, and the replica's concurrency limit; then the request is served."""
+def _refusal(request: web.Request, proxy: Proxy, record: dict[str, Any]) -> web.Response | None:
+    """Who may call (the client's name goes in the record), and the replica's concurrency
+    limit: the refusal, or None."""
     refused = host_refusal(request, proxy.allowed_hosts)
     if refused is None:
         refused, client = client_refusal(request, proxy.client_keys)
         if client is not None:
             record["client"] = client
-    if refused is not None:
-        return refused, "none"
-    if proxy.active_requests >= proxy.limits.max_concurrent_requests:
-        return error_response(
+    if refused is None and proxy.active_requests >= proxy.limits.max_concurrent_requests:
+        refused = error_response(
             503, "this proxy replica is at its limit of concurrent requests; retry shortly",
             "overloaded", headers={"Retry-After": "1"},
-        ), "none"  # fmt: skip
-    proxy.active_requests += 1
-    try:
-        return await _serve(request, proxy, record)
-    finally:
-        proxy.active_requests -= 1
+        )  # fmt: skip
+    return refused
 
 
 async def _serve(

@@ -99,6 +99,11 @@ class Plan:
     skipped: int = 0  # candidates without a permit in the last round
     busy: int = 0  # candidates skipped at their maxConcurrent, in every round
 
+    @property
+    def per_try(self) -> float | None:
+        """The route's cap on each attempt's total time (retry.perTryTimeout)."""
+        return self.retry.per_try_timeout
+
     def picks(self) -> Iterator[Pick]:
         """Stages 3 and 4, one round: each candidate that passes the filters, with its permit,
         until the budget is spent. A permit is taken only when the attempt is about to run."""
