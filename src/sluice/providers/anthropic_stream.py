@@ -34,6 +34,7 @@ from sluice.providers.anthropic_response import (
     openai_finish_reason,
     openai_usage,
 )
+from sluice.providers.base import StreamFailure
 from sluice.providers.translation import (
     SSEDecoder,
     SSEEvent,
@@ -45,22 +46,6 @@ from sluice.providers.translation import (
 __all__ = ["AnthropicStreamTranslator", "OpenAIStreamTranslator", "StreamFailure"]
 
 _DONE = b"data: [DONE]\n\n"
-
-
-@dataclass(frozen=True, slots=True)
-class StreamFailure:
-    """Why a translated stream ended badly.
-
-    An upstream ``error`` event has the ``status`` its type stands for (``overloaded_error``:
-    529; judge it as that status) and the upstream's ``error_type``; a broken stream has an
-    ``error`` kind instead: STREAM_CUT (it ended before its last event) or PROTOCOL (it broke
-    its format: bad JSON, events out of order, tool input that is not a JSON object).
-    """
-
-    message: str
-    status: int | None = None
-    error: ErrorKind | None = None
-    error_type: str | None = None
 
 
 class _Translator:

@@ -34,10 +34,13 @@ from sluice.core import (
     classify_error,
     classify_status,
 )
-from sluice.providers.openai import OpenAIStream, ask_for_usage
+from sluice.providers.base import StreamFailure
+from sluice.providers.openai import ask_for_usage
+from sluice.providers.translation import TranslationError, UpstreamFormatError
 from sluice.proxy.answers import write_bounded
 from sluice.proxy.breakers import Breakers
 from sluice.proxy.client import Response, UpstreamClient, UpstreamError, request_head
+from sluice.proxy.codecs import PASSTHROUGH, Codec
 from sluice.proxy.limits import Limits
 from sluice.proxy.load import UpstreamLoad
 from sluice.proxy.metrics import ProxyMetrics
@@ -82,7 +85,7 @@ def usage_tokens(body: bytes) -> dict[str, int | None] | None:
     }
 
 
-@dataclass
+@dataclass(slots=True)
 class Attempt:
     """One attempt as the access log (and, in general terms, the client) sees it."""
 
@@ -134,7 +137,7 @@ class Failed:
 Result = Answered | Streamed | Failed
 
 
-@dataclass
+@dataclass(slots=True)
 class Call:
     """What every attempt of one client request shares."""
 
@@ -182,17 +185,14 @@ class Call:
 async def attempt(call: Call, pick: Pick, per_try: float | None) -> Result:
     """Try ``pick``'s upstream once (``per_try``: the route's cap on its total time)."""
     target = pick.candidate.target
+    codec = pick.codec
     recorder = _Recorder(call, pick, per_try)
     call.load.started(target.key)
     try:
-        model = pick.candidate.model
-        data = call.data_for(model)
-        operation = call.request.path.removeprefix("/v1")
-        path = target.provider.path(operation, model=model, api_version=target.spec.api_version)
-        try:
-            head = request_head(target.endpoint, path, call.headers_for(target), len(data))
-        except ValueError as e:  # a header that cannot be sent
-            return recorder.failed(UpstreamError(ErrorKind.PROTOCOL, str(e)))
+        request = _request(call, pick, codec, recorder)
+        if isinstance(request, Failed):
+            return request
+        head, data = request
         try:
             upstream = await call.client.post(
                 target.endpoint, head, data, connect_timeout=target.timeouts.connect,
@@ -205,26 +205,50 @@ async def attempt(call: Call, pick: Pick, per_try: float | None) -> Result:
         async with upstream:
             recorder.headers_at = time.perf_counter()
             if upstream.status >= 300 or not call.stream:
-                return await _buffered(call, upstream, recorder)
-            return await _streamed(call, upstream, recorder)
+                return await _buffered(call, upstream, recorder, codec)
+            return await _streamed(call, upstream, recorder, codec)
     finally:
         call.load.ended(target.key)
 
 
-async def _buffered(call: Call, upstream: Response, recorder: _Recorder) -> Result:
+def _request(
+    call: Call, pick: Pick, codec: Codec, recorder: _Recorder
+) -> tuple[bytes, bytes] | Failed:
+    """The request head and body for the upstream, or why there is none."""
+    target, model = pick.candidate.target, pick.candidate.model
+    try:
+        if codec is PASSTHROUGH:
+            data = call.data_for(model)
+        else:
+            data = codec.body(call.body, target, pick.candidate.requested, model)
+    except TranslationError as e:  # the client asked what this upstream cannot do
+        return recorder.refused(e)
+    path = codec.path(target, call.request.path.removeprefix("/v1"), model)
+    try:
+        return request_head(target.endpoint, path, call.headers_for(target), len(data)), data
+    except ValueError as e:  # a header that cannot be sent
+        return recorder.failed(UpstreamError(ErrorKind.PROTOCOL, str(e)))
+
+
+async def _buffered(call: Call, upstream: Response, recorder: _Recorder, codec: Codec) -> Result:
     try:
         body = await upstream.read(recorder.time_left())
     except TimeoutError:
         return recorder.timed_out(before_head=False)
     except UpstreamError as e:
         return recorder.failed(e)
-    target = recorder.pick.candidate.target
+    target, status = recorder.pick.candidate.target, upstream.status
     retry_after = target.provider.retry_after(upstream.headers)
-    outcome = classify_status(
-        upstream.status, target.policy, retry_after=retry_after, now=time.time()
-    )
+    outcome = classify_status(status, target.policy, retry_after=retry_after, now=time.time())
+    headers = upstream.headers
+    if codec.translates:
+        try:
+            body = codec.answer(status, body, headers, recorder.pick.candidate.model)
+        except UpstreamFormatError as e:
+            return recorder.failed(UpstreamError(ErrorKind.PROTOCOL, str(e)))
+        headers = {**headers, "content-type": "application/json"}
     recorder.finish(outcome, first_byte=recorder.headers_at)
-    reply = Reply(upstream.status, body, upstream.headers)
+    reply = Reply(status, body, headers)
     if outcome.kind is OutcomeKind.SUCCESS:
         _count_tokens(call, target, body)
     if outcome.kind in (OutcomeKind.SUCCESS, OutcomeKind.IGNORED):
@@ -248,7 +272,7 @@ def _count(call: Call, target: Target, tokens: dict[str, int | None]) -> None:
             metrics.child(metrics.tokens, namespace, name, kind).inc(count)
 
 
-async def _streamed(call: Call, upstream: Response, recorder: _Recorder) -> Result:
+async def _streamed(call: Call, upstream: Response, recorder: _Recorder, codec: Codec) -> Result:
     """Relay a stream. Failed only if it failed before its first byte (nothing was sent, so
     the next candidate may still answer); else it is committed: Streamed."""
     try:
@@ -264,18 +288,15 @@ async def _streamed(call: Call, upstream: Response, recorder: _Recorder) -> Resu
     response = web.StreamResponse(status=200, headers=_stream_headers(call, upstream, recorder))
     await response.prepare(call.request)
     try:
-        outcome = await _relay(call, upstream, response, recorder, first)
+        outcome = await _relay(call, upstream, response, recorder, first, codec=codec)
     except (ConnectionError, asyncio.CancelledError) as e:  # our client left: not the upstream's
         recorder.finish(classify_error(ErrorKind.CLIENT_DISCONNECT), first_byte=first_byte)
         if isinstance(e, asyncio.CancelledError):
             raise
         return Streamed(response)
     recorder.finish(outcome, first_byte=first_byte)
-    wait = call.limits.client_write_timeout
     with contextlib.suppress(ConnectionError):
-        if outcome.kind is not OutcomeKind.SUCCESS:
-            await write_bounded(call.request, response, _stream_error(recorder, outcome), wait)
-        await write_bounded(call.request, response, None, wait)
+        await write_bounded(call.request, response, None, call.limits.client_write_timeout)
     return Streamed(response)
 
 
@@ -306,14 +327,22 @@ async def _write(
 
 
 async def _relay(
-    call: Call, upstream: Response, response: web.StreamResponse, recorder: _Recorder, first: bytes
+    call: Call,
+    upstream: Response,
+    response: web.StreamResponse,
+    recorder: _Recorder,
+    first: bytes,
+    *,
+    codec: Codec,
 ) -> Outcome:
-    """Chunks from the upstream to the client, through the stream's reader (usage, its end),
-    until the stream ends: its outcome."""
-    idle = recorder.pick.candidate.target.timeouts.stream_idle
-    stream = OpenAIStream(keep_usage=call.usage_asked)
-    chunk = first
-    while chunk:
+    """Chunks from the upstream to the client, through the codec's reader (translation,
+    usage, its end), until the stream ends: its outcome. A failure after the first byte ends
+    the stream with an error event (a translating reader writes its own)."""
+    target = recorder.pick.candidate.target
+    idle = target.timeouts.stream_idle
+    stream = codec.stream(model=recorder.pick.candidate.model, include_usage=call.usage_asked)
+    chunk, outcome = first, None
+    while chunk and stream.error is None:
         if out := stream.feed(chunk):
             await _write(call, response, out, recorder)
         left = recorder.time_left()
@@ -321,17 +350,35 @@ async def _relay(
             chunk = await upstream.readany(min(idle, left))
         except TimeoutError:
             kind = ErrorKind.STREAM_IDLE_TIMEOUT if idle < left else ErrorKind.TOTAL_TIMEOUT
-            return classify_error(kind)
+            outcome = classify_error(kind)
+            break
         except UpstreamError as e:
-            return classify_error(ErrorKind.STREAM_CUT, e.detail)
-    if rest := stream.finish():
-        await _write(call, response, rest, recorder)
-    if stream.usage is not None:
-        _count(call, recorder.pick.candidate.target, stream.usage)
-    # An OpenAI stream ends with [DONE]; a clean close before it is a cut.
-    if stream.error is not None and first.startswith(b"data:"):
-        return classify_error(ErrorKind.STREAM_CUT, stream.error.message)
-    return Outcome(OutcomeKind.SUCCESS, "stream complete", status=200)
+            outcome = classify_error(ErrorKind.STREAM_CUT, e.detail)
+            break
+    if outcome is None:
+        if not chunk and (rest := stream.finish()):
+            await _write(call, response, rest, recorder)
+        if stream.usage is not None:
+            _count(call, target, stream.usage)
+        outcome = _stream_end(stream.error, target, first, codec)
+    if outcome.kind is not OutcomeKind.SUCCESS and (not codec.translates or stream.error is None):
+        wait = call.limits.client_write_timeout
+        await write_bounded(call.request, response, _stream_error(recorder, outcome), wait)
+    return outcome
+
+
+def _stream_end(
+    failure: StreamFailure | None, target: Target, first: bytes, codec: Codec
+) -> Outcome:
+    """What a stream that ended (or whose reader gave up) means for the upstream."""
+    if failure is None or not (codec.translates or first.startswith(b"data:")):
+        return _STREAM_COMPLETE
+    if failure.status is not None:  # the upstream said so in the stream (Anthropic's error event)
+        return classify_status(failure.status, target.policy)
+    return classify_error(failure.error or ErrorKind.STREAM_CUT, failure.message)
+
+
+_STREAM_COMPLETE = Outcome(OutcomeKind.SUCCESS, "stream complete", status=200)
 
 
 class _Recorder:
@@ -366,6 +413,13 @@ class _Recorder:
         kind = ErrorKind.FIRST_TOKEN_TIMEOUT if late else ErrorKind.TOTAL_TIMEOUT
         self.finish(classify_error(kind))
         return Failed()
+
+    def refused(self, error: TranslationError) -> Failed:
+        """The request cannot be said in this upstream's format: the client's 400, at once (it
+        asked for something this route cannot do), and not the upstream's fault."""
+        self.finish(Outcome(OutcomeKind.IGNORED, f"not translated: {error}", status=400))
+        body = orjson.dumps(error.openai_body())
+        return Failed(Reply(400, body, {"content-type": "application/json"}), final=True)
 
     def failed(self, error: UpstreamError) -> Failed:
         """Record a failed attempt: try the next candidate, unless it is the proxy's own

@@ -37,7 +37,7 @@ def retry_after(seconds: float) -> int:
     return max(1, math.ceil(seconds))
 
 
-@dataclass
+@dataclass(slots=True)
 class Exchange:
     call: Call
     plan: Plan
@@ -90,6 +90,8 @@ class Exchange:
 
     async def _nobody_admitted(self) -> web.StreamResponse:
         plan = self.plan
+        if plan.unsupported == len(plan.candidates):
+            return self._unsupported()
         if plan.busy and not plan.skipped:
             return self._all_busy()
         pick = plan.anyway()
@@ -111,6 +113,18 @@ class Exchange:
             f"retry in {wait}s",
             "circuit_open",
             headers={"Retry-After": str(wait), "x-sluice-attempts": "0"},
+        )
+
+    def _unsupported(self) -> web.Response:
+        plan = self.plan
+        names = ", ".join(sorted({f"{c.target.name} ({c.target.spec.provider})"
+                                  for c in plan.candidates}))  # fmt: skip
+        return error_response(
+            400,
+            f"{plan.api} cannot be served for `{self.call.body['model']}`: its upstreams "
+            f"({names}) do not speak that API",
+            "invalid_request_error",
+            headers={"x-sluice-attempts": "0"},
         )
 
     def _all_busy(self) -> web.Response:

@@ -125,7 +125,7 @@ async def _serve(
         return body, "none"
     stream = bool(body.get("stream")) and request.path in STREAMABLE
     record.update(model=body["model"], stream=stream)
-    plan = proxy.picker.plan(proxy.table, body["model"], request.headers)
+    plan = proxy.picker.plan(proxy.table, body["model"], request.headers, api=request.path)
     call = Call(
         request, body, raw, stream, record, proxy.client, proxy.breakers, proxy.load,
         proxy.metrics, proxy.limits, proxy.clock,

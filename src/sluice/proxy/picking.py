@@ -7,8 +7,9 @@ The stages, named as the Gateway API Inference Extension's scheduler names its o
    is unknown.
 2. **score** (:func:`order`): each route's candidates ordered by its strategy; a sticky
    session's upstream first.
-3. **filter** (:meth:`Plan.picks`, each round, right before each attempt): a candidate at its
-   ``limits.maxConcurrent`` is skipped as busy; one that its breakers give no permit (the
+3. **filter** (:meth:`Plan.picks`, each round, right before each attempt): a candidate that
+   does not speak the client's API is left out; one at its ``limits.maxConcurrent`` is
+   skipped as busy; one that its breakers give no permit (the
    override, the cluster's breaker, this replica's) is skipped as open, never contacted.
 4. **pick**: the first candidate through, with its permit, within the retry budget.
 
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 
 from sluice.core import ADMITTED, Permit
 from sluice.proxy.breakers import Breakers
+from sluice.proxy.codecs import Codec, codec_for
 from sluice.proxy.load import RoundRobin, StickySessions, UpstreamLoad
 from sluice.proxy.table import (
     IMPLICIT_RETRY,
@@ -42,6 +44,7 @@ __all__ = ["Pick", "Picker", "Plan", "order"]
 class Pick:
     candidate: Candidate
     permit: Permit
+    codec: Codec  # how the attempt speaks to this upstream for the client's API
 
 
 @dataclass
@@ -55,7 +58,14 @@ class Picker:
     round_robin: RoundRobin = field(default_factory=RoundRobin)
     sticky: StickySessions = field(default_factory=StickySessions)
 
-    def plan(self, table: Table, model: str, headers: Mapping[str, str]) -> Plan:
+    def plan(
+        self,
+        table: Table,
+        model: str,
+        headers: Mapping[str, str],
+        *,
+        api: str = "/v1/chat/completions",
+    ) -> Plan:
         """Stages 1 and 2 for one request: its candidates, in the order to try them."""
         resolved = table.resolve(model, order=self._score)
         entry = resolved.entry
@@ -69,7 +79,7 @@ class Picker:
         budget = (
             retry.max_attempts if entry is not None else min(retry.max_attempts, len(candidates))
         )
-        return Plan(self, resolved.route, entry, candidates, retry, budget, session)
+        return Plan(self, resolved.route, entry, candidates, retry, budget, session, api)
 
     def _score(self, route: RouteEntry | None, candidates: list[Candidate]) -> list[Candidate]:
         return order(route, candidates, self.load, self.round_robin, self.rng)
@@ -84,7 +94,7 @@ class Picker:
         return first + [c for c in candidates if c.target.key != remembered]
 
 
-@dataclass
+@dataclass(slots=True)
 class Plan:
     """One request's candidates and budget; :meth:`picks` yields who to try, round by round."""
 
@@ -95,9 +105,11 @@ class Plan:
     retry: RetryPlan
     budget: int  # attempts in all
     session: str | None  # the sticky session's key, if the route has one and it was sent
+    api: str  # the client's endpoint: an upstream that cannot serve it is left out
     picked: int = 0  # attempts handed out so far
     skipped: int = 0  # candidates without a permit in the last round
     busy: int = 0  # candidates skipped at their maxConcurrent, in every round
+    unsupported: int = 0  # candidates that do not speak the client's API, in the last round
 
     @property
     def per_try(self) -> float | None:
@@ -107,11 +119,15 @@ class Plan:
     def picks(self) -> Iterator[Pick]:
         """Stages 3 and 4, one round: each candidate that passes the filters, with its permit,
         until the budget is spent. A permit is taken only when the attempt is about to run."""
-        self.skipped = 0
+        self.skipped = self.unsupported = 0
         breakers, now = self.picker.breakers, self.picker.clock
         for candidate in self.candidates:
             if self.picked >= self.budget:
                 return
+            codec = codec_for(self.api, candidate.target)
+            if codec is None:
+                self.unsupported += 1  # e.g. embeddings from an Anthropic upstream
+                continue
             if self._at_capacity(candidate):
                 self.busy += 1  # limits.maxConcurrent: skip it rather than overload it
                 continue
@@ -120,7 +136,7 @@ class Plan:
                 self.skipped += 1
                 continue
             self.picked += 1
-            yield Pick(candidate, permit)
+            yield Pick(candidate, permit, codec)
 
     def anyway(self) -> Pick | None:
         """whenAllOpen: TryAnyway, after a round with nobody admitted: the first candidate,
@@ -128,8 +144,12 @@ class Plan:
         entry = self.entry
         if entry is None or entry.when_all_open is not WhenAllOpen.TRY_ANYWAY:
             return None
-        self.picked += 1
-        return Pick(self.candidates[0], ADMITTED)
+        for candidate in self.candidates:
+            codec = codec_for(self.api, candidate.target)
+            if codec is not None:
+                self.picked += 1
+                return Pick(candidate, ADMITTED, codec)
+        return None
 
     def available_in(self) -> float:
         """Seconds until a candidate's breakers may admit again (for Retry-After)."""

@@ -179,6 +179,13 @@ class Target:
                 return entry.upstream_model or entry.name
         return None
 
+    def max_tokens(self, model: str) -> int | None:
+        """The model entry's maxTokens (Anthropic's required max_tokens), if it sets one."""
+        for entry in self.spec.models:
+            if entry.name == model:
+                return entry.max_tokens
+        return None
+
     def cost(self, model: str) -> float:
         for entry in self.spec.models:
             if entry.name == model:

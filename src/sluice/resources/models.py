@@ -292,6 +292,13 @@ class UpstreamModel(Schema):
         None, max_length=253, description="The name the upstream knows it by (default: name)."
     )
     cost: Cost = Field(default_factory=Cost)
+    max_tokens: int | None = Field(
+        None,
+        ge=1,
+        le=1_000_000,
+        description="Anthropic only: the max_tokens sent when a request sets none (Anthropic "
+        "requires it; default 4096).",
+    )
 
 
 class Timeouts(Schema):
@@ -371,7 +378,14 @@ class UpstreamSpec(Schema):
                     "apiVersion is Azure OpenAI's api-version; only provider azure-openai takes it",
                     fieldPath=".apiVersion",
                     reason="FieldValueForbidden",
-                )
+                ),
+                _rule(
+                    "self.provider == 'anthropic' || !self.models.exists(m, has(m.maxTokens))",
+                    "models[].maxTokens is the max_tokens Anthropic requires; only provider "
+                    "anthropic takes it",
+                    fieldPath=".models",
+                    reason="FieldValueForbidden",
+                ),
             ]
         }
     )
@@ -428,10 +442,15 @@ class UpstreamSpec(Schema):
     )
 
     @model_validator(mode="after")
-    def _api_version_is_azures(self) -> UpstreamSpec:
+    def _provider_fields(self) -> UpstreamSpec:
         if self.api_version is not None and self.provider != "azure-openai":
             raise ValueError(
                 "apiVersion is Azure OpenAI's api-version; only provider azure-openai takes it"
+            )
+        if self.provider != "anthropic" and any(m.max_tokens for m in self.models):
+            raise ValueError(
+                "models[].maxTokens is the max_tokens Anthropic requires; only provider "
+                "anthropic takes it"
             )
         return self
 

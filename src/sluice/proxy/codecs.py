@@ -1,0 +1,105 @@
+"""How one attempt speaks to its upstream in the format the upstream speaks, for the API the
+client called: the request's path and body, the answer and the stream on the way back. The
+translations themselves are the providers' (``sluice.providers``); this module chooses them.
+
+- An OpenAI client and an OpenAI-format upstream (OpenAI, Azure, vLLM, ...): bytes pass through
+  (:data:`PASSTHROUGH`, the fast path); only the stream's usage is read on the way.
+- An OpenAI chat client and an Anthropic upstream: :class:`ChatToAnthropic` translates the
+  request to the Messages API, and the answer, its errors and its stream back to OpenAI's.
+- Anything else (embeddings or legacy completions from an Anthropic upstream) cannot be served:
+  :func:`codec_for` gives None and the picker leaves that upstream out, saying why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import orjson
+
+from sluice.providers.anthropic import (
+    DEFAULT_MAX_TOKENS,
+    AnthropicStreamTranslator,
+    from_anthropic_error,
+    from_anthropic_response,
+    to_anthropic_request,
+)
+from sluice.providers.base import StreamFailure
+from sluice.providers.openai import OpenAIStream
+from sluice.proxy.table import Target
+
+__all__ = ["PASSTHROUGH", "ChatToAnthropic", "Codec", "StreamReader", "codec_for"]
+
+JSON = {"content-type": "application/json"}
+
+
+class StreamReader(Protocol):
+    """A stream on its way to the client: bytes in, the client's bytes out."""
+
+    @property
+    def error(self) -> StreamFailure | None: ...
+
+    @property
+    def usage(self) -> dict[str, int | None] | None: ...
+
+    def feed(self, data: bytes) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+
+class Codec:
+    """OpenAI's format both ways: the client's bytes go as they came (see Call.data_for)."""
+
+    translates = False  # a translating codec writes its own error events into the stream
+
+    def path(self, target: Target, operation: str, model: str) -> str:
+        return target.provider.path(operation, model=model, api_version=target.spec.api_version)
+
+    def body(self, body: dict[str, Any], target: Target, requested: str, model: str) -> bytes:
+        """The request body for the upstream (``body`` with ``model``); raises
+        TranslationError for what the upstream's format cannot say."""
+        return orjson.dumps({**body, "model": model})
+
+    def answer(self, status: int, body: bytes, headers: Mapping[str, str], model: str) -> bytes:
+        """The client's body for the upstream's complete answer (UpstreamFormatError if a
+        success is not what it should be)."""
+        return body
+
+    def stream(self, *, model: str, include_usage: bool) -> StreamReader:
+        return OpenAIStream(keep_usage=include_usage)
+
+
+PASSTHROUGH = Codec()
+
+
+class ChatToAnthropic(Codec):
+    """An OpenAI chat client served by Anthropic's Messages API."""
+
+    translates = True
+
+    def path(self, target: Target, operation: str, model: str) -> str:
+        return "/messages"
+
+    def body(self, body: dict[str, Any], target: Target, requested: str, model: str) -> bytes:
+        default = target.max_tokens(requested) or DEFAULT_MAX_TOKENS
+        return orjson.dumps(to_anthropic_request(body, model=model, max_tokens_default=default))
+
+    def answer(self, status: int, body: bytes, headers: Mapping[str, str], model: str) -> bytes:
+        if 200 <= status < 300:
+            return orjson.dumps(from_anthropic_response(body, model=model))
+        return orjson.dumps(from_anthropic_error(body, status=status))
+
+    def stream(self, *, model: str, include_usage: bool) -> StreamReader:
+        return AnthropicStreamTranslator(model=model, include_usage=include_usage)
+
+
+CHAT_TO_ANTHROPIC = ChatToAnthropic()
+_CHAT = frozenset({"/v1/chat/completions"})
+
+
+def codec_for(path: str, target: Target) -> Codec | None:
+    """How a request to the client endpoint ``path`` is sent to ``target``; None if it cannot
+    be (the upstream does not speak that API)."""
+    if target.spec.provider != "anthropic":
+        return PASSTHROUGH
+    return CHAT_TO_ANTHROPIC if path in _CHAT else None
