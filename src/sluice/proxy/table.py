@@ -395,6 +395,7 @@ def build_table(
         key = Ref(upstream.metadata.namespace or "default", upstream.metadata.name)
         policy, policy_name = _policy(key, upstream.spec, policies, default_policy, table.problems)
         api_key = _api_key(key, upstream.spec, secrets, table.problems)
+        _unenforced_limits(key, upstream.spec, table.problems)
         cluster_state, open_until = _cluster_state((statuses or {}).get(key))
         table.targets[key] = Target(
             key, upstream.spec, api_key, policy, policy_name, cluster_state, open_until
@@ -424,6 +425,29 @@ def _policy(
             f'Upstream {key}: BreakerPolicy "{ref}" not found; using the built-in defaults'
         )
     return BreakerPolicy(), "(built-in defaults)"
+
+
+def _unenforced_limits(key: Ref, spec: UpstreamSpec, problems: list[str]) -> None:
+    """limits.requestsPerMinute and tokensPerMinute are accepted and not enforced yet: say so
+    every time the table is built, never silently."""
+    limits = spec.limits
+    named = (
+        []
+        if limits is None
+        else [
+            name
+            for name, value in (
+                ("requestsPerMinute", limits.requests_per_minute),
+                ("tokensPerMinute", limits.tokens_per_minute),
+            )
+            if value is not None
+        ]
+    )
+    if named:
+        problems.append(
+            f"Upstream {key}: limits.{' and limits.'.join(named)} are not enforced yet by this "
+            "proxy (only limits.maxConcurrent is); the upstream is served without them"
+        )
 
 
 def _api_key(

@@ -64,3 +64,24 @@ def test_azure_waits_as_long_as_its_millisecond_headers_say() -> None:
 def test_api_version_belongs_to_azure_only() -> None:
     with pytest.raises(ValidationError, match="only provider azure-openai takes it"):
         target("openai", "https://api.openai.com/v1", apiVersion="2024-10-21")
+
+
+def test_rate_limits_not_enforced_yet_are_reported_not_ignored() -> None:
+    document = {
+        "apiVersion": "sluice.dev/v1alpha1",
+        "kind": "Upstream",
+        "metadata": {"name": "u"},
+        "spec": {
+            "provider": "openai",
+            "baseURL": "https://api.openai.com/v1",
+            "models": [{"name": "m"}],
+            "limits": {"requestsPerMinute": 60, "maxConcurrent": 4},
+        },
+    }
+
+    table = build_table([parse(document)], {})
+
+    assert table.problems == [
+        "Upstream default/u: limits.requestsPerMinute are not enforced yet by this proxy "
+        "(only limits.maxConcurrent is); the upstream is served without them"
+    ]
