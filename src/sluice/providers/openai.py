@@ -17,7 +17,14 @@ import orjson
 from sluice.core import ErrorKind
 from sluice.providers.base import Provider, StreamFailure
 
-__all__ = ["OPENAI", "OPENAI_COMPATIBLE", "OpenAIStream", "ask_for_usage"]
+__all__ = [
+    "OPENAI",
+    "OPENAI_COMPATIBLE",
+    "OpenAIStream",
+    "ResponsesStream",
+    "ask_for_usage",
+    "responses_error_event",
+]
 
 OPENAI = Provider("openai", key_header="Authorization", key_format="Bearer {key}")
 OPENAI_COMPATIBLE = Provider(
@@ -103,3 +110,68 @@ def _usage_of(event: bytes) -> dict[str, int | None] | None:
         return value if isinstance(value, int) and 0 <= value < 10**15 else None
 
     return {"input": count("prompt_tokens"), "output": count("completion_tokens")}
+
+
+_TERMINAL = re.compile(rb"response\.(completed|incomplete|failed)|\"type\"\s*:\s*\"error\"")
+
+
+class ResponsesStream:
+    """An OpenAI Responses API stream (``event: response.*``), passed through as it comes: its
+    end (``response.completed`` or ``response.incomplete``; ``response.failed`` or an
+    ``error`` event is a failure) noticed and the final usage read from it."""
+
+    def __init__(self) -> None:
+        self.usage: dict[str, int | None] | None = None
+        self.error: StreamFailure | None = None
+        self._pending = b""
+        self._ended = False
+
+    def feed(self, data: bytes) -> bytes:
+        if self._pending:
+            data, self._pending = self._pending + data, b""
+        end = data.rfind(_EVENT_END)
+        if end < 0:
+            self._pending = data
+            return b""
+        if end + 2 < len(data):
+            data, self._pending = data[: end + 2], data[end + 2 :]
+        if _TERMINAL.search(data):
+            for event in data.split(_EVENT_END):
+                self._terminal(event)
+        return data
+
+    def finish(self) -> bytes:
+        rest, self._pending = self._pending, b""
+        if not self._ended and self.error is None:
+            self.error = StreamFailure(
+                "ended without response.completed", error=ErrorKind.STREAM_CUT
+            )
+        return rest
+
+    def _terminal(self, event: bytes) -> None:
+        _, _, payload = event.partition(b"data:")
+        try:
+            data = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return
+        kind = data.get("type") if isinstance(data, dict) else None
+        if kind in ("response.completed", "response.incomplete"):
+            self._ended = True
+            response = data.get("response")
+            usage = response.get("usage") if isinstance(response, dict) else None
+            if isinstance(usage, dict):
+                self.usage = {"input": _int(usage, "input_tokens"),
+                              "output": _int(usage, "output_tokens")}  # fmt: skip
+        elif kind in ("response.failed", "error"):
+            self.error = StreamFailure(f"the upstream's stream says {kind}", status=500)
+
+
+def _int(mapping: dict[str, Any], name: str) -> int | None:
+    value = mapping.get(name)
+    return value if isinstance(value, int) and 0 <= value < 10**15 else None
+
+
+def responses_error_event(message: str) -> bytes:
+    """The event that ends a Responses stream broken after its first byte."""
+    error = {"type": "error", "code": "upstream_error", "message": message, "param": None}
+    return b"event: error\ndata: " + orjson.dumps(error) + b"\n\n"

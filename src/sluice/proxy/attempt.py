@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import re
 import time
 from collections.abc import Callable
@@ -40,7 +39,7 @@ from sluice.providers.translation import TranslationError, UpstreamFormatError
 from sluice.proxy.answers import write_bounded
 from sluice.proxy.breakers import Breakers
 from sluice.proxy.client import Response, UpstreamClient, UpstreamError, request_head
-from sluice.proxy.codecs import PASSTHROUGH, Codec
+from sluice.proxy.codecs import Codec
 from sluice.proxy.limits import Limits
 from sluice.proxy.load import UpstreamLoad
 from sluice.proxy.metrics import ProxyMetrics
@@ -55,6 +54,12 @@ _USAGE = re.compile(
 )
 _PROMPT_TOKENS = re.compile(rb'"prompt_tokens"\s*:\s*(\d{1,15})\b')
 _COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d{1,15})\b')
+# The Responses API's names.
+_INPUT_TOKENS = re.compile(rb'"input_tokens"\s*:\s*(\d{1,15})\b')
+_OUTPUT_TOKENS = re.compile(rb'"output_tokens"\s*:\s*(\d{1,15})\b')
+
+# Chat streams report usage only when asked (stream_options); the Responses API always does.
+_ASKS_FOR_USAGE = frozenset({"/v1/chat/completions", "/v1/completions"})
 
 # Attempts that end in the proxy's own trouble: the client's answer, at once (no failover).
 _LOCAL_ANSWERS = {
@@ -70,15 +75,16 @@ _LOCAL_ANSWERS = {
 
 
 def usage_tokens(body: bytes) -> dict[str, int | None] | None:
-    """``{"input", "output"}`` token counts from an OpenAI-style body's ``usage`` object (None
-    without one). It comes last: search from there, rather than parse the whole body."""
+    """``{"input", "output"}`` token counts from an OpenAI-style body's ``usage`` object, chat's
+    or the Responses API's (None without one). It comes last: search from there, rather than
+    parse the whole body."""
     start = body.rfind(b'"usage"')
     if start < 0:
         return None
     if both := _USAGE.search(body, start):
         return {"input": int(both.group(1)), "output": int(both.group(2))}
-    prompt = _PROMPT_TOKENS.search(body, start)
-    completion = _COMPLETION_TOKENS.search(body, start)
+    prompt = _PROMPT_TOKENS.search(body, start) or _INPUT_TOKENS.search(body, start)
+    completion = _COMPLETION_TOKENS.search(body, start) or _OUTPUT_TOKENS.search(body, start)
     return {
         "input": int(prompt.group(1)) if prompt else None,
         "output": int(completion.group(1)) if completion else None,
@@ -158,7 +164,7 @@ class Call:
     _upstream_body: dict[str, Any] = field(init=False)
 
     def __post_init__(self) -> None:
-        if self.stream:
+        if self.stream and self.request.path in _ASKS_FOR_USAGE:
             self._upstream_body, self.usage_asked = ask_for_usage(self.body)
         else:
             self._upstream_body, self.usage_asked = self.body, False
@@ -217,7 +223,7 @@ def _request(
     """The request head and body for the upstream, or why there is none."""
     target, model = pick.candidate.target, pick.candidate.model
     try:
-        if codec is PASSTHROUGH:
+        if codec.passes_bytes:
             data = call.data_for(model)
         else:
             data = codec.body(call.body, target, pick.candidate.requested, model)
@@ -309,14 +315,6 @@ def _stream_headers(call: Call, upstream: Response, recorder: _Recorder) -> dict
     }
 
 
-def _stream_error(recorder: _Recorder, outcome: Outcome) -> bytes:
-    """The SSE event that ends a stream broken after its first byte."""
-    name = recorder.pick.candidate.target.name
-    message = f"upstream {name} failed mid-stream: {outcome.detail}"
-    error = {"error": {"message": message, "type": "upstream_error", "code": "upstream_error"}}
-    return f"data: {json.dumps(error)}\n\n".encode()
-
-
 async def _write(
     call: Call, response: web.StreamResponse, chunk: bytes, recorder: _Recorder
 ) -> None:
@@ -363,7 +361,9 @@ async def _relay(
         outcome = _stream_end(stream.error, target, first, codec)
     if outcome.kind is not OutcomeKind.SUCCESS and (not codec.translates or stream.error is None):
         wait = call.limits.client_write_timeout
-        await write_bounded(call.request, response, _stream_error(recorder, outcome), wait)
+        name = recorder.pick.candidate.target.name
+        event = codec.error_event(f"upstream {name} failed mid-stream: {outcome.detail}")
+        await write_bounded(call.request, response, event, wait)
     return outcome
 
 

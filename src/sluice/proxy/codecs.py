@@ -6,7 +6,10 @@ translations themselves are the providers' (``sluice.providers``); this module c
   (:data:`PASSTHROUGH`, the fast path); only the stream's usage is read on the way.
 - An OpenAI chat client and an Anthropic upstream: :class:`ChatToAnthropic` translates the
   request to the Messages API, and the answer, its errors and its stream back to OpenAI's.
-- Anything else (embeddings or legacy completions from an Anthropic upstream) cannot be served:
+- OpenAI's Responses API (``/v1/responses``) to an OpenAI-format upstream: bytes pass through
+  (:data:`RESPONSES`); the stream's end and usage are read from its ``response.completed``.
+- Anything else (embeddings, legacy completions or Responses from an Anthropic upstream) cannot
+  be served:
   :func:`codec_for` gives None and the picker leaves that upstream out, saying why.
 """
 
@@ -25,7 +28,7 @@ from sluice.providers.anthropic import (
     to_anthropic_request,
 )
 from sluice.providers.base import StreamFailure
-from sluice.providers.openai import OpenAIStream
+from sluice.providers.openai import OpenAIStream, ResponsesStream, responses_error_event
 from sluice.proxy.table import Target
 
 __all__ = ["PASSTHROUGH", "ChatToAnthropic", "Codec", "StreamReader", "codec_for"]
@@ -51,6 +54,7 @@ class Codec:
     """OpenAI's format both ways: the client's bytes go as they came (see Call.data_for)."""
 
     translates = False  # a translating codec writes its own error events into the stream
+    passes_bytes = True  # the client's body goes as it came (but for the model's name)
 
     def path(self, target: Target, operation: str, model: str) -> str:
         return target.provider.path(operation, model=model, api_version=target.spec.api_version)
@@ -68,14 +72,34 @@ class Codec:
     def stream(self, *, model: str, include_usage: bool) -> StreamReader:
         return OpenAIStream(keep_usage=include_usage)
 
+    def error_event(self, message: str) -> bytes:
+        """The event that ends the client's stream when it breaks after its first byte."""
+        error = {"error": {"message": message, "type": "upstream_error", "code": "upstream_error"}}
+        return b"data: " + orjson.dumps(error) + b"\n\n"
+
 
 PASSTHROUGH = Codec()
+
+
+class Responses(Codec):
+    """OpenAI's Responses API to an OpenAI-format upstream: bytes pass through; the stream's
+    end is ``response.completed`` and its usage comes in that event."""
+
+    def stream(self, *, model: str, include_usage: bool) -> StreamReader:
+        return ResponsesStream()
+
+    def error_event(self, message: str) -> bytes:
+        return responses_error_event(message)
+
+
+RESPONSES = Responses()
 
 
 class ChatToAnthropic(Codec):
     """An OpenAI chat client served by Anthropic's Messages API."""
 
     translates = True
+    passes_bytes = False
 
     def path(self, target: Target, operation: str, model: str) -> str:
         return "/messages"
@@ -94,12 +118,12 @@ class ChatToAnthropic(Codec):
 
 
 CHAT_TO_ANTHROPIC = ChatToAnthropic()
-_CHAT = frozenset({"/v1/chat/completions"})
+RESPONSES_PATH = "/v1/responses"
 
 
 def codec_for(path: str, target: Target) -> Codec | None:
     """How a request to the client endpoint ``path`` is sent to ``target``; None if it cannot
     be (the upstream does not speak that API)."""
     if target.spec.provider != "anthropic":
-        return PASSTHROUGH
-    return CHAT_TO_ANTHROPIC if path in _CHAT else None
+        return RESPONSES if path == RESPONSES_PATH else PASSTHROUGH
+    return CHAT_TO_ANTHROPIC if path == "/v1/chat/completions" else None

@@ -34,7 +34,7 @@ log = logging.getLogger("sluice.proxy")
 
 PROXY = web.AppKey("sluice_proxy", Proxy)
 ADMIN_ACTIONS: web.AppKey[AdminActions] = web.AppKey("sluice_admin_actions")
-STREAMABLE = frozenset({"/v1/chat/completions", "/v1/completions"})
+STREAMABLE = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/responses"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -281,7 +281,7 @@ async def handle_admin_action(request: web.Request) -> web.Response:
 
 
 def api_routes(app: web.Application) -> None:
-    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"):
         app.router.add_post(path, handle_api)
     app.router.add_get("/v1/models", _clients_only(handle_models))
     app.router.add_get("/health", _hosts_only(handle_health))

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sluice.core import ErrorKind
-from sluice.providers.openai import OpenAIStream, ask_for_usage
+from sluice.providers.openai import OpenAIStream, ResponsesStream, ask_for_usage
 
 CONTENT = b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}\n\n'
 USAGE = b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5}}\n\n'
@@ -70,3 +70,40 @@ def test_the_request_asks_for_usage_once() -> None:
     assert not client_asked
     assert client_asked_again
     assert again["stream_options"] == {"include_usage": True}
+
+
+RESPONSE_EVENTS = (
+    b'event: response.created\ndata: {"type":"response.created","sequence_number":0}\n\n'
+    b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
+    b'"delta":"hi","sequence_number":1}\n\n'
+    b'event: response.completed\ndata: {"type":"response.completed","sequence_number":2,'
+    b'"response":{"usage":{"input_tokens":4,"output_tokens":6,"total_tokens":10}}}\n\n'
+)
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(st.lists(st.integers(min_value=0, max_value=len(RESPONSE_EVENTS)), max_size=8))
+def test_a_responses_stream_passes_through_and_its_usage_is_read(cuts: list[int]) -> None:
+    points = sorted(set(cuts))
+    ends = [*points, len(RESPONSE_EVENTS)]
+    pieces = [RESPONSE_EVENTS[a:b] for a, b in zip([0, *points], ends, strict=True)]
+    stream = ResponsesStream()
+
+    out = b"".join(stream.feed(p) for p in pieces) + stream.finish()
+
+    assert out == RESPONSE_EVENTS
+    assert stream.usage == {"input": 4, "output": 6}
+    assert stream.error is None
+
+
+def test_a_responses_stream_without_its_last_event_is_a_cut_and_failed_is_a_failure() -> None:
+    cut, failed = ResponsesStream(), ResponsesStream()
+
+    cut.feed(RESPONSE_EVENTS.split(b"event: response.completed")[0])
+    cut.finish()
+    failed.feed(b'event: response.failed\ndata: {"type":"response.failed"}\n\n')
+
+    assert cut.error is not None
+    assert cut.error.error is ErrorKind.STREAM_CUT
+    assert failed.error is not None
+    assert failed.error.status == 500
