@@ -4,6 +4,7 @@
         [--scenarios throughput,open-loop,streams,failover,memory,client-auth] [--output FILE]
     .venv/bin/python bench/gateways.py --scenarios client-auth [--rounds 4]
     .venv/bin/python bench/gateways.py --scenarios before-after --old REV [--new HEAD] [--rounds 4]
+    .venv/bin/python bench/gateways.py --scenarios anthropic [--rounds 4] [--duration 8]
 
 Peers are installed into Sluice's cache (``~/.cache/sluice/bench``), pinned, never as project
 dependencies: LiteLLM's proxy in a venv of its own, Portkey's gateway with npm. Every target
@@ -21,7 +22,10 @@ active connection; client auth (Sluice without and with --client-keys, interleav
 ``--scenarios client-auth`` alone rewrites only its own section of the page); before and
 after (``--scenarios before-after --old REV``: the naive passthrough, Sluice at REV and Sluice
 at --new, each commit's ``src`` extracted with ``git archive`` and put first on PYTHONPATH,
-interleaved rounds; writes only its own section, and is never part of the default run). wrk, hey,
+interleaved rounds; writes only its own section, and is never part of the default run); an
+Anthropic upstream (``--scenarios anthropic``: Sluice with an OpenAI-compatible Upstream and
+Sluice with a ``provider: anthropic`` one, whose chat is translated to the Messages API and
+back, interleaved rounds; only its own section, never part of the default run). wrk, hey,
 nginx and HAProxy come from Debian (installed when missing and apt-get can); plots are drawn
 with matplotlib from a venv in the cache.
 """
@@ -311,9 +315,11 @@ def report(
 
 CLIENT_AUTH = "Client auth: CPU per request with and without client keys"
 BEFORE_AFTER = "Before and after: CPU per request of two commits' proxies"
+ANTHROPIC = "Anthropic upstream: CPU per request beside an OpenAI-compatible one"
+ANTHROPIC_GOAL = 1.3  # the issue's bound on anthropic ÷ openai-compatible CPU per request
 # Sections written by scripts of their own (bench/abuse.py) or by section-only scenarios that a
 # full run does not make (before-after), kept when the page is rewritten.
-KEPT_SECTIONS = ("Memory under abuse", BEFORE_AFTER)
+KEPT_SECTIONS = ("Memory under abuse", BEFORE_AFTER, ANTHROPIC)
 
 
 def client_auth_section(
@@ -475,8 +481,9 @@ def before_after_section(
 
 SCENARIOS = ("throughput", "open-loop", "streams", "failover", "memory", "client-auth")
 # Scenarios that, run alone, rewrite only their own section of the page; before-after is never
-# part of the default run (it needs --old) and always writes only its own section.
-SECTION_ONLY = {"client-auth", "before-after"}
+# part of the default run (it needs --old), nor is anthropic; both write only their own section.
+SECTION_ONLY = {"client-auth", "before-after", "anthropic"}
+EXTRA_SCENARIOS = ("before-after", "anthropic")  # never part of the default run
 
 
 def ensure_tools() -> None:
@@ -504,10 +511,15 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument(
-        "--rounds", type=int, default=4, help="client-auth: off/on pairs; before-after: rounds"
+        "--rounds",
+        type=int,
+        default=4,
+        help="client-auth: off/on pairs; before-after, anthropic: rounds",
     )
     parser.add_argument("--old", help="before-after: the commit before (e.g. 450f2f1)")
-    parser.add_argument("--new", default="HEAD", help="before-after: the commit after")
+    parser.add_argument(
+        "--new", default="HEAD", help="before-after: the commit after; anthropic: the commit"
+    )
     parser.add_argument("--loop", default="uvloop", choices=("asyncio", "uvloop"))
     parser.add_argument(
         "--stream-duration", type=int, default=5, help="before-after: 0 skips the streams"
@@ -519,8 +531,8 @@ def main() -> None:
     args = parse_args()
     ensure_tools()
     chosen = [s for s in args.scenarios.split(",") if s]
-    if unknown := set(chosen) - {*SCENARIOS, "before-after"}:
-        every = ", ".join((*SCENARIOS, "before-after"))
+    if unknown := set(chosen) - {*SCENARIOS, *EXTRA_SCENARIOS}:
+        every = ", ".join((*SCENARIOS, *EXTRA_SCENARIOS))
         sys.exit(f"unknown scenarios {sorted(unknown)}; choose from {every}")
     if "before-after" in chosen and not args.old:
         sys.exit("--scenarios before-after needs --old REV")
@@ -572,8 +584,8 @@ def main() -> None:
         (args.output.parent / "benchmarks").mkdir(exist_ok=True)
         (args.output.parent / "benchmarks" / "results.json").write_text(data.read_text())
     write_page(args.output, report(results, extra, args.duration, missing))
-    if "before-after" in chosen:
-        section_only(args, ["before-after"])
+    if extra_chosen := [s for s in EXTRA_SCENARIOS if s in chosen]:
+        section_only(args, extra_chosen)
     took = time.monotonic() - started
     print(f"wrote {args.output} in {took / 60:.1f} min", file=sys.stderr)
 
@@ -588,11 +600,14 @@ def write_page(path: Path, text: str) -> None:
 
 
 def section_only(args: argparse.Namespace, chosen: list[str]) -> None:
-    """Run ``chosen`` (client-auth, before-after) and rewrite only their sections of --output."""
+    """Run ``chosen`` (client-auth, before-after, anthropic) and rewrite only their sections of
+    --output."""
     if "client-auth" in chosen:
         write_client_auth(args)
     if "before-after" in chosen:
         write_before_after(args)
+    if "anthropic" in chosen:
+        write_anthropic(args)
 
 
 def write_client_auth(args: argparse.Namespace) -> None:
@@ -638,6 +653,102 @@ def write_before_after(args: argparse.Namespace) -> None:
     text = before_after_section(found, args, command, naive=naive, old=before, new=after)
     print(text)
     write_section(args.output, BEFORE_AFTER, text)
+    print(f"wrote {args.output} in {(time.monotonic() - started) / 60:.1f} min", file=sys.stderr)
+
+
+def anthropic_section(found: dict[str, Any], args: argparse.Namespace, command: str) -> str:
+    runs = found["runs"]
+
+    def of(provider: str) -> dict[int, dict[str, Any]]:
+        return {r["round"]: r for r in runs if r["provider"] == provider}
+
+    openai, anthropic = of("openai-compatible"), of("anthropic")
+    rounds = sorted(set(openai) & set(anthropic))
+
+    def per_round(key: str) -> list[float]:
+        return [anthropic[i][key] / openai[i][key] for i in rounds]
+
+    def cpu(rows: dict[int, dict[str, Any]]) -> list[float]:
+        return [rows[i]["cpu_us_per_request"] for i in rounds]
+
+    ratio_cpu = per_round("cpu_us_per_request")
+    median = statistics.median(ratio_cpu)
+    verdict = "within" if median <= ANTHROPIC_GOAL else "over"
+    first = runs[0]
+    lines = [
+        f"## {ANTHROPIC}",
+        "",
+        f"Generated by {command}. In one run, on the proxy core one at a time, a fresh process "
+        f"each run: Sluice (`sluice proxy --manifests`, `--loop {args.loop}`, access log on) "
+        "with one Upstream serving `m1`, either `provider: openai-compatible` (the client's "
+        "bytes pass through) or `provider: anthropic` (the chat completion is translated to a "
+        "Messages request, sent to `{baseURL}/messages` with `x-api-key` and "
+        "`anthropic-version`, and the Message translated back to a chat.completion); both with "
+        "an API key from a Secret. The upstream is the throughput scenario's nginx, answering "
+        "`POST /v1/chat/completions` with a fixed chat.completion and `POST /v1/messages` with "
+        "a fixed Anthropic Message (bench/harness.py `ANTHROPIC_MESSAGE`, valid for "
+        "`anthropic.types.Message`). Rounds in the order openai-compatible, anthropic, then "
+        f"reversed in the next round. Non-streaming chat (`{scenarios.CHAT_BODY}`), wrk, "
+        f"{first['connections']} connections, {args.duration} s per run after a 2 s warm-up; "
+        "proxy CPU is user + system time of its process over the run, divided by the requests "
+        "wrk completed. Ratios are taken within a round, then their median.",
+        "",
+        "Checked once before timing, one request through each:",
+        "",
+        *(f"- {provider}: {text}" for provider, text in found["checks"].items()),
+        "",
+        "| round | upstream | req/s | p50 ms | p99 ms | proxy CPU µs/req | errors |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in runs:
+        lines.append(
+            f"| {r['round']} | {r['provider']} | {r['rps']:.0f} | {r['p50_ms']:.2f} | "
+            f"{r['p99_ms']:.2f} | {r['cpu_us_per_request']:.1f} | {r['errors']} |"
+        )
+    lines += [
+        "",
+        f"- **CPU per request, anthropic ÷ openai-compatible in the same round, over "
+        f"{len(rounds)} rounds: {spread(ratio_cpu)}**, {verdict} the goal of at most "
+        f"{ANTHROPIC_GOAL}x.",
+        f"- CPU per request, median: openai-compatible {spread(cpu(openai), 1)} µs, anthropic "
+        f"{spread(cpu(anthropic), 1)} µs.",
+        f"- Throughput, anthropic ÷ openai-compatible in the same round: "
+        f"{spread(per_round('rps'))}.",
+        "- Noise, for scale: each one's own runs range "
+        + ", ".join(
+            f"{name} {min(cpu(rows)):.1f} to {max(cpu(rows)):.1f} µs/req "
+            f"({max(cpu(rows)) / min(cpu(rows)):.3f}x)"
+            for name, rows in (("openai-compatible", openai), ("anthropic", anthropic))
+        )
+        + ".",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_anthropic(args: argparse.Namespace) -> None:
+    """Sluice with an OpenAI-compatible Upstream beside Sluice with an Anthropic one,
+    interleaved; rewrites only its section."""
+    started = time.monotonic()
+    missing: dict[str, str] = {}
+    tree = commit(args.new)
+    with contextlib.ExitStack() as stack:
+        directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sluice-bench-")))
+        env = source_env(stack.enter_context(commit_source(tree)))
+        found = scenarios.anthropic(
+            directory, missing, duration=args.duration, rounds=args.rounds, loop=args.loop,
+            env=env,
+        )  # fmt: skip
+    if missing or not found["runs"]:
+        sys.exit(f"the Anthropic upstream could not be measured: {missing}")
+    command = "`.venv/bin/python bench/gateways.py --scenarios anthropic"
+    command += f" --new {args.new}" if args.new != "HEAD" else ""
+    command += f" --duration {args.duration} --rounds {args.rounds} --loop {args.loop}`"
+    command += f" at {tree} (Sluice's `src` from that commit, extracted with `git archive` and "
+    command += "put first on PYTHONPATH, not the working tree)"
+    text = anthropic_section(found, args, command)
+    print(text)
+    write_section(args.output, ANTHROPIC, text)
     print(f"wrote {args.output} in {(time.monotonic() - started) / 60:.1f} min", file=sys.stderr)
 
 

@@ -38,8 +38,22 @@ COMPLETION = json.dumps(
         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
     }
 )
+# What nginx answers POST /v1/messages with: an Anthropic Message (anthropic.types.Message).
+ANTHROPIC_MESSAGE = json.dumps(
+    {
+        "id": "msg_bench",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-bench",
+        "content": [{"type": "text", "text": "hello from the bench"}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 10, "output_tokens": 20},
+    }
+)
+BODY = '{"model":"m1","messages":[{"role":"user","content":"hi"}]}'
 POST_LUA = """wrk.method = "POST"
-wrk.body = '{"model":"m1","messages":[{"role":"user","content":"hi"}]}'
+wrk.body = '{body}'
 wrk.headers["Content-Type"] = "application/json"
 """
 LITELLM = "litellm[proxy]==1.106.2"
@@ -186,17 +200,21 @@ def tools_venv(*requirements: str) -> Path:
 
 @contextmanager
 def nginx_upstream(directory: Path, port: int = 0) -> Iterator[int]:
-    """nginx on the load core answering every request with COMPLETION; yields its port."""
+    """nginx on the load core answering ``/v1/messages`` with ANTHROPIC_MESSAGE and every
+    other request with COMPLETION; yields its port."""
     port = port or free_port()
     conf = directory / "nginx-upstream.conf"
-    escaped = COMPLETION.replace("'", "\\'")
+    completion = COMPLETION.replace("'", "\\'")
+    message = ANTHROPIC_MESSAGE.replace("'", "\\'")
     conf.write_text(
         nginx_conf(
             directory,
             (
                 f"  server {{ listen 127.0.0.1:{port} backlog=4096; "
                 "keepalive_requests 1000000; "
-                f"location / {{ default_type application/json; return 200 '{escaped}'; }} }}"
+                f"location = /v1/messages {{ default_type application/json; "
+                f"return 200 '{message}'; }} "
+                f"location / {{ default_type application/json; return 200 '{completion}'; }} }}"
             ),
         )
     )
@@ -205,20 +223,36 @@ def nginx_upstream(directory: Path, port: int = 0) -> Iterator[int]:
         yield port
 
 
-def sluice_argv(directory: Path, upstream_port: int, *, loop: str) -> tuple[list[str], int]:
+def sluice_argv(
+    directory: Path,
+    upstream_port: int,
+    *,
+    loop: str,
+    provider: str = "openai-compatible",
+    key: bool = False,
+) -> tuple[list[str], int]:
     port = free_port()
     sluice = shutil.which("sluice", path=str(Path(sys.executable).parent)) or "sluice"
-    manifest = sluice_manifest(directory, upstream_port)
+    manifest = sluice_manifest(directory, upstream_port, provider, key=key)
     argv = [sluice, "proxy", "--manifests", str(manifest), "--port", str(port), "--loop", loop]
     return argv, port
 
 
-def sluice_manifest(directory: Path, upstream_port: int) -> Path:
-    path = directory / "bench.yaml"
+def sluice_manifest(
+    directory: Path, upstream_port: int, provider: str = "openai-compatible", *, key: bool = False
+) -> Path:
+    """One Upstream, ``bench``, serving m1 from the nginx upstream in ``provider``'s format;
+    with ``key``, an API key from a Secret (sent as Authorization or x-api-key)."""
+    name = "bench" if provider == "openai-compatible" and not key else f"bench-{provider}"
+    path = directory / f"{name}{'-key' if key else ''}.yaml"
+    key_document = "apiVersion: v1\nkind: Secret\nmetadata: {name: bench-key}\n"
+    key_document += "stringData: {apiKey: sk-bench-upstream}\n---\n"
     path.write_text(
-        "apiVersion: sluice.dev/v1alpha1\nkind: Upstream\nmetadata: {name: bench}\n"
-        f"spec: {{provider: openai-compatible, baseURL: 'http://127.0.0.1:{upstream_port}/v1', "
-        "models: [{name: m1}]}\n"
+        (key_document if key else "")
+        + "apiVersion: sluice.dev/v1alpha1\nkind: Upstream\nmetadata: {name: bench}\n"
+        f"spec: {{provider: {provider}, baseURL: 'http://127.0.0.1:{upstream_port}/v1', "
+        + ("credentials: {secretRef: {name: bench-key}}, " if key else "")
+        + "models: [{name: m1}]}\n"
     )
     return path
 
@@ -361,9 +395,9 @@ def targets(
     return found
 
 
-def lua_script(path: Path, headers: dict[str, str]) -> Path:
+def lua_script(path: Path, headers: dict[str, str], body: str = BODY) -> Path:
     extra = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
-    path.write_text(POST_LUA + extra)
+    path.write_text(POST_LUA.replace("{body}", body) + extra)
     return path
 
 

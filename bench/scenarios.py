@@ -1,5 +1,6 @@
 """The scenarios beyond throughput: latency at a fixed rate, streams, failover, memory, client
-auth, and one commit's proxy beside another's (before and after).
+auth, one commit's proxy beside another's (before and after), and chat through an Anthropic
+upstream beside chat through an OpenAI-compatible one.
 
 Each starts its targets one at a time, pinned like the throughput runs (proxy on the proxy
 core; fake upstreams, wrk, hey and bench/loadgen.py on the load core), and returns plain
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from harness import (
+    ANTHROPIC_MESSAGE,
+    BODY,
     LITELLM,
     LOAD_CORE,
     PROXY_CORE,
@@ -43,7 +46,6 @@ from harness import (
 
 LOADFAKE = ROOT / "bench" / "loadfake.py"
 LOADGEN = ROOT / "bench" / "loadgen.py"
-BODY = '{"model":"m1","messages":[{"role":"user","content":"hi"}]}'
 
 
 @contextlib.contextmanager
@@ -548,4 +550,89 @@ def before_after(
                 per = cpu / result["streams"] * 1e6 if result["streams"] else None
                 found["streams"].append({"target": name, **result, "cpu_us_per_stream": per})
                 print(f"   {found['streams'][-1]}", file=sys.stderr, flush=True)
+    return found
+
+
+# -- an Anthropic upstream beside an OpenAI-compatible one -------------------------------------
+
+# A plain chat the translator takes as it is: one user message and max_tokens.
+CHAT_BODY = '{"model":"m1","messages":[{"role":"user","content":"hi"}],"max_tokens":64}'
+PROVIDERS = ("openai-compatible", "anthropic")
+
+
+def chat_once(port: int, body: str = CHAT_BODY) -> tuple[int, dict[str, Any]]:
+    """One non-streaming chat through the proxy: (status, the JSON answer)."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/chat/completions",
+        data=body.encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - loopback
+            return int(answer.status), json.loads(answer.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def check_chat(provider: str, port: int) -> str:
+    """What one request through the proxy got; raises RuntimeError unless it is a 200 with a
+    chat.completion, for Anthropic one translated from nginx's Message."""
+    status, answer = chat_once(port)
+    message = json.loads(ANTHROPIC_MESSAGE)
+    if provider == "anthropic":
+        want_id, want_text = message["id"], message["content"][0]["text"]
+        want_prompt = message["usage"]["input_tokens"]
+    else:
+        want_id, want_text, want_prompt = "chatcmpl-bench", "hello", 1
+    choice = (answer.get("choices") or [{}])[0]
+    got = (
+        status, answer.get("object"), answer.get("id"), choice.get("message", {}).get("content"),
+        choice.get("finish_reason"), answer.get("usage", {}).get("prompt_tokens"),
+    )  # fmt: skip
+    want = (200, "chat.completion", want_id, want_text, "stop", want_prompt)
+    if got != want:
+        raise RuntimeError(f"{provider}: got {got}, wanted {want}: {answer}")
+    return f"{status} {answer['object']} id {answer['id']} content {want_text!r}"
+
+
+def anthropic(
+    directory: Path,
+    missing: dict[str, str],
+    *,
+    duration: int,
+    rounds: int,
+    loop: str = "uvloop",
+    connections: int = 32,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Sluice with an OpenAI-compatible Upstream and Sluice with an ``anthropic`` one, both
+    with an API key from a Secret, against the same nginx (``/v1/chat/completions`` answers a
+    fixed completion, ``/v1/messages`` a fixed Message): a fresh process each run, in the order
+    openai-compatible, anthropic in odd rounds and reversed in even ones. Each is checked once
+    (a 200 with a chat.completion, translated for Anthropic) before anything is timed. ``env``
+    (source_env) picks the tree Sluice is imported from."""
+    script = lua_script(directory / "anthropic.lua", {}, CHAT_BODY)
+    found: dict[str, Any] = {"checks": {}, "runs": []}
+
+    def spec(provider: str, upstream_port: int) -> Target:
+        argv, port = sluice_argv(directory, upstream_port, loop=loop, provider=provider, key=True)
+        return argv, port, {}, env or {}
+
+    with nginx_upstream(directory) as upstream_port:
+        for provider in PROVIDERS:
+            target = spec(provider, upstream_port)
+            with running(provider, target, directory, missing):  # a failed check goes to missing
+                found["checks"][provider] = check_chat(provider, target[1])
+                print(f"== anthropic, check: {provider}: {found['checks'][provider]}",
+                      file=sys.stderr, flush=True)  # fmt: skip
+        if missing:
+            return found
+        for index in range(rounds):
+            for provider in PROVIDERS if index % 2 == 0 else PROVIDERS[::-1]:
+                print(f"== anthropic, round {index + 1}: {provider}", file=sys.stderr, flush=True)
+                target = spec(provider, upstream_port)
+                with running(provider, target, directory, missing) as pgid:
+                    run = closed_loop(pgid, target[1], connections, duration, script)
+                    found["runs"].append({"round": index + 1, "provider": provider, **run})
+                    print(f"   {found['runs'][-1]}", file=sys.stderr, flush=True)
     return found
