@@ -23,9 +23,10 @@ async def test_a_stream_is_relayed_chunk_by_chunk(gateway: Gateway) -> None:
         model="m1", messages=[{"role": "user", "content": "hi"}], stream=True
     )
 
-    chunks = [chunk.choices[0].delta.content async for chunk in stream]
+    chunks = [chunk.choices[0] async for chunk in stream]
 
-    assert chunks == ["primary-0 ", "primary-1 ", "primary-2 "]
+    assert [c.delta.content for c in chunks] == ["primary-0 ", "primary-1 ", "primary-2 ", None]
+    assert chunks[-1].finish_reason == "stop"  # the fake ends the choice as OpenAI does
 
 
 async def test_a_stream_cut_midway_ends_with_an_error_event_and_counts_as_a_failure(

@@ -423,7 +423,7 @@ async def test_azure_classic_paths_answer_chat_and_embeddings(azure: FakeAzureOp
 
     assert chat.choices[0].message.content == "hello from azure"
     assert len(embedded.data) == 2
-    assert deltas == ["azure-0 ", "azure-1 ", "azure-2 "]
+    assert deltas == ["azure-0 ", "azure-1 ", "azure-2 ", None]  # None: the finish chunk
     seen = azure.requests_to("/openai/deployments/gpt-deployment/chat/completions")[0]
     assert seen.query == {"api-version": "2024-10-21"}
     assert seen.headers["api-key"] == "az-key"
@@ -627,13 +627,13 @@ async def test_include_usage_ends_a_chat_stream_with_the_usage_chunk(
     plain = [chunk async for chunk in without]
 
     *content, last = chunks
-    assert [c.choices[0].delta.content for c in content] == ["oai-0 ", "oai-1 ", "oai-2 "]
+    assert [c.choices[0].delta.content for c in content] == ["oai-0 ", "oai-1 ", "oai-2 ", None]
     assert all(c.usage is None for c in content)
     assert last.choices == []
     assert last.usage is not None
     assert (last.usage.prompt_tokens, last.usage.completion_tokens) == (1, 3)
     assert last.usage.total_tokens == 4
-    assert len(plain) == 3
+    assert len(plain) == 4  # three content chunks and the finish chunk
     assert all(c.choices and c.usage is None for c in plain)
 
 

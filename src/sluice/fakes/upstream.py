@@ -249,6 +249,16 @@ class FakeUpstream:
                 await asyncio.sleep(steering.pause)
         if steering.error_at_end(steering.chunks):
             return await _stream_error(response)
+        finish: dict[str, Any] = {  # as OpenAI ends every choice: an empty delta and the reason
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+        }
+        if include_usage:
+            finish["usage"] = None
+        await response.write(f"data: {json.dumps(finish)}\n\n".encode())
         if include_usage:
             usage = {
                 "prompt_tokens": 1,

@@ -11,7 +11,13 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["error_response", "write_bounded"]
+from sluice.providers.anthropic import to_anthropic_error
+
+__all__ = ["OWN_ERROR", "error_response", "in_client_shape", "write_bounded"]
+
+OWN_ERROR = web.ResponseKey("sluice_own_error", str)  # the proxy's own answer, not an upstream's
+_ANTHROPIC_CLIENTS = frozenset({"/v1/messages"})
+_KEPT = ("Retry-After", "x-sluice-attempts", "x-sluice-upstream")
 
 
 def error_response(
@@ -19,7 +25,21 @@ def error_response(
 ) -> web.Response:
     """An OpenAI-style error body: ``{"error": {"message", "type", "code", ...}}``."""
     body = {"error": {"message": message, "type": kind, "param": None, "code": kind, **extra}}
-    return web.json_response(body, status=status, headers=headers)
+    response = web.json_response(body, status=status, headers=headers)
+    response[OWN_ERROR] = kind
+    return response
+
+
+def in_client_shape(path: str, response: web.StreamResponse) -> web.StreamResponse:
+    """The proxy's own error in the shape of the client's API: Anthropic's for ``/v1/messages``
+    (``{"type": "error", "error": {"type", "message"}}``), else as it is (OpenAI's)."""
+    if path not in _ANTHROPIC_CLIENTS or not isinstance(response, web.Response):
+        return response
+    if OWN_ERROR not in response or not isinstance(response.body, bytes):
+        return response
+    body = to_anthropic_error(response.body, status=response.status)
+    headers = {k: v for k in _KEPT if (v := response.headers.get(k)) is not None}
+    return web.json_response(body, status=response.status, headers=headers)
 
 
 async def write_bounded(

@@ -230,8 +230,9 @@ def _request(
     except TranslationError as e:  # the client asked what this upstream cannot do
         return recorder.refused(e)
     path = codec.path(target, call.request.path.removeprefix("/v1"), model)
+    headers = codec.headers(call.headers_for(target), call.request.headers)
     try:
-        return request_head(target.endpoint, path, call.headers_for(target), len(data)), data
+        return request_head(target.endpoint, path, headers, len(data)), data
     except ValueError as e:  # a header that cannot be sent
         return recorder.failed(UpstreamError(ErrorKind.PROTOCOL, str(e)))
 
@@ -418,7 +419,8 @@ class _Recorder:
         """The request cannot be said in this upstream's format: the client's 400, at once (it
         asked for something this route cannot do), and not the upstream's fault."""
         self.finish(Outcome(OutcomeKind.IGNORED, f"not translated: {error}", status=400))
-        body = orjson.dumps(error.openai_body())
+        anthropic = self.call.request.path == "/v1/messages"
+        body = orjson.dumps(error.anthropic_body() if anthropic else error.openai_body())
         return Failed(Reply(400, body, {"content-type": "application/json"}), final=True)
 
     def failed(self, error: UpstreamError) -> Failed:

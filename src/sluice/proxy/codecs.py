@@ -8,6 +8,9 @@ translations themselves are the providers' (``sluice.providers``); this module c
   request to the Messages API, and the answer, its errors and its stream back to OpenAI's.
 - OpenAI's Responses API (``/v1/responses``) to an OpenAI-format upstream: bytes pass through
   (:data:`RESPONSES`); the stream's end and usage are read from its ``response.completed``.
+- An Anthropic client (``/v1/messages``): bytes pass through to an Anthropic upstream
+  (:class:`MessagesNative`), and are translated for an OpenAI-format one
+  (:class:`MessagesToOpenAI`), so an Anthropic-SDK client fails over to any model.
 - Anything else (embeddings, legacy completions or Responses from an Anthropic upstream) cannot
   be served:
   :func:`codec_for` gives None and the picker leaves that upstream out, saying why.
@@ -23,10 +26,15 @@ import orjson
 from sluice.providers.anthropic import (
     DEFAULT_MAX_TOKENS,
     AnthropicStreamTranslator,
+    OpenAIStreamTranslator,
     from_anthropic_error,
     from_anthropic_response,
+    to_anthropic_error,
     to_anthropic_request,
+    to_anthropic_response,
+    to_openai_request,
 )
+from sluice.providers.anthropic_native import AnthropicPassthrough, anthropic_error_event
 from sluice.providers.base import StreamFailure
 from sluice.providers.openai import OpenAIStream, ResponsesStream, responses_error_event
 from sluice.proxy.table import Target
@@ -71,6 +79,12 @@ class Codec:
 
     def stream(self, *, model: str, include_usage: bool) -> StreamReader:
         return OpenAIStream(keep_usage=include_usage)
+
+    def headers(
+        self, headers: list[tuple[str, str]], client: Mapping[str, str]
+    ) -> list[tuple[str, str]]:
+        """The request's headers, as this codec wants them (the client's own in ``client``)."""
+        return headers
 
     def error_event(self, message: str) -> bytes:
         """The event that ends the client's stream when it breaks after its first byte."""
@@ -118,12 +132,68 @@ class ChatToAnthropic(Codec):
 
 
 CHAT_TO_ANTHROPIC = ChatToAnthropic()
+
+
+class MessagesNative(Codec):
+    """An Anthropic client (``/v1/messages``) and an Anthropic upstream: bytes pass through; the
+    client's ``anthropic-version`` names its body's format, so it goes too."""
+
+    def path(self, target: Target, operation: str, model: str) -> str:
+        return "/messages"
+
+    def stream(self, *, model: str, include_usage: bool) -> StreamReader:
+        return AnthropicPassthrough()
+
+    def error_event(self, message: str) -> bytes:
+        return anthropic_error_event(message)
+
+    def headers(
+        self, headers: list[tuple[str, str]], client: Mapping[str, str]
+    ) -> list[tuple[str, str]]:
+        version = client.get("anthropic-version")
+        if not version:
+            return headers
+        return [(k, version if k == "anthropic-version" else v) for k, v in headers]
+
+
+MESSAGES_NATIVE = MessagesNative()
+
+
+class MessagesToOpenAI(Codec):
+    """An Anthropic client (``/v1/messages``) served by an OpenAI-format upstream."""
+
+    translates = True
+    passes_bytes = False
+
+    def path(self, target: Target, operation: str, model: str) -> str:
+        return super().path(target, "/chat/completions", model)
+
+    def body(self, body: dict[str, Any], target: Target, requested: str, model: str) -> bytes:
+        return orjson.dumps(to_openai_request(body, model=model))
+
+    def answer(self, status: int, body: bytes, headers: Mapping[str, str], model: str) -> bytes:
+        if 200 <= status < 300:
+            return orjson.dumps(to_anthropic_response(body, model=model))
+        return orjson.dumps(to_anthropic_error(body, status=status))
+
+    def stream(self, *, model: str, include_usage: bool) -> StreamReader:
+        return OpenAIStreamTranslator(model=model)
+
+    def error_event(self, message: str) -> bytes:
+        return anthropic_error_event(message)
+
+
+MESSAGES_TO_OPENAI = MessagesToOpenAI()
 RESPONSES_PATH = "/v1/responses"
+MESSAGES_PATH = "/v1/messages"
 
 
 def codec_for(path: str, target: Target) -> Codec | None:
     """How a request to the client endpoint ``path`` is sent to ``target``; None if it cannot
     be (the upstream does not speak that API)."""
-    if target.spec.provider != "anthropic":
+    anthropic = target.spec.provider == "anthropic"
+    if path == MESSAGES_PATH:
+        return MESSAGES_NATIVE if anthropic else MESSAGES_TO_OPENAI
+    if not anthropic:
         return RESPONSES if path == RESPONSES_PATH else PASSTHROUGH
     return CHAT_TO_ANTHROPIC if path == "/v1/chat/completions" else None

@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sluice.core import BreakerSnapshot, State
 from sluice.proxy.admin import AdminAction, AdminActionError, AdminActions
-from sluice.proxy.answers import error_response, write_bounded
+from sluice.proxy.answers import error_response, in_client_shape, write_bounded
 from sluice.proxy.attempt import Call
 from sluice.proxy.exchange import Exchange
 from sluice.proxy.intake import client_refusal, host_refusal, parse_body, read_body
@@ -34,7 +34,7 @@ log = logging.getLogger("sluice.proxy")
 
 PROXY = web.AppKey("sluice_proxy", Proxy)
 ADMIN_ACTIONS: web.AppKey[AdminActions] = web.AppKey("sluice_admin_actions")
-STREAMABLE = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/responses"})
+STREAMABLE = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -71,6 +71,7 @@ async def handle_api(request: web.Request) -> web.StreamResponse:
     try:
         response = _refusal(request, proxy, record)
         if response is not None:
+            response = in_client_shape(request.path, response)
             return response
         proxy.active_requests += 1
         try:
@@ -115,8 +116,18 @@ def _refusal(request: web.Request, proxy: Proxy, record: dict[str, Any]) -> web.
 async def _serve(
     request: web.Request, proxy: Proxy, record: dict[str, Any]
 ) -> tuple[web.StreamResponse, str]:
-    """Read and check the body, plan, exchange; a complete answer is written here, within the
-    client write timeout. The response and the route label."""
+    """Read and check the body, plan, exchange; a complete answer is written here, in the shape
+    of the client's API and within the client write timeout. The response and the route."""
+    response, route = await _answer(request, proxy, record)
+    if not response.prepared:
+        response = in_client_shape(request.path, response)
+        await write_bounded(request, response, None, proxy.limits.client_write_timeout)
+    return response, route
+
+
+async def _answer(
+    request: web.Request, proxy: Proxy, record: dict[str, Any]
+) -> tuple[web.StreamResponse, str]:
     raw = await read_body(request, proxy.limits)
     if isinstance(raw, web.Response):
         return raw, "none"
@@ -130,10 +141,7 @@ async def _serve(
         request, body, raw, stream, record, proxy.client, proxy.breakers, proxy.load,
         proxy.metrics, proxy.limits, proxy.clock,
     )  # fmt: skip
-    response = await Exchange(call, plan).run()
-    if not response.prepared:
-        await write_bounded(request, response, None, proxy.limits.client_write_timeout)
-    return response, plan.route
+    return await Exchange(call, plan).run(), plan.route
 
 
 async def handle_models(request: web.Request) -> web.Response:
@@ -281,7 +289,10 @@ async def handle_admin_action(request: web.Request) -> web.Response:
 
 
 def api_routes(app: web.Application) -> None:
-    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"):
+    for path in (
+        "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses",
+        "/v1/messages",
+    ):  # fmt: skip
         app.router.add_post(path, handle_api)
     app.router.add_get("/v1/models", _clients_only(handle_models))
     app.router.add_get("/health", _hosts_only(handle_health))
