@@ -168,14 +168,29 @@ async def test_an_anthropic_400_comes_back_as_openais_400_without_failover(
     assert via_claude.breaker_state("claude") is State.CLOSED
 
 
-async def test_a_parameter_anthropic_cannot_honour_is_a_400_naming_it(
+async def test_a_parameter_anthropic_cannot_honour_goes_to_an_upstream_that_can(
     via_claude: Gateway, claude: FakeAnthropic
 ) -> None:
     answer = await via_claude.chat(n=2)
 
+    assert answer.status == 200
+    assert answer.headers["x-sluice-upstream"] == "primary"
+    assert messages_to(claude) == []  # never sent what it would have to change
+    assert via_claude.breaker_state("claude") is State.CLOSED
+
+
+async def test_a_parameter_no_upstream_can_honour_is_a_400_naming_it(
+    gateway_factory: MakeGateway, fakes: dict[str, FakeUpstream], claude: FakeAnthropic
+) -> None:
+    docs = documents(fakes, claude, claude_first=True)
+    route = next(d for d in docs if d["kind"] == "ModelRoute")
+    route["spec"]["targets"] = [{"upstream": "claude"}]
+    gateway = await gateway_factory(documents=docs)
+
+    answer = await gateway.chat(n=2)
+
     assert answer.status == 400
-    error = (await answer.json())["error"]
-    assert error["param"] == "n"
+    assert (await answer.json())["error"]["param"] == "n"
     assert messages_to(claude) == []
 
 

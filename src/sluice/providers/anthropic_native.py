@@ -36,6 +36,10 @@ class AnthropicPassthrough:
             return None
         return {"input": self._input, "output": self._output}
 
+    @property
+    def done(self) -> bool:
+        return self._stopped
+
     def feed(self, data: bytes) -> bytes:
         try:
             events = self._decoder.feed(data)

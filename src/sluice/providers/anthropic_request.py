@@ -234,7 +234,7 @@ def _output_config(body: Mapping[str, Any]) -> dict[str, Any]:
             )
     effort = body.get("reasoning_effort")
     if effort is not None:
-        if effort not in _EFFORTS:
+        if not isinstance(effort, str) or effort not in _EFFORTS:
             raise TranslationError(
                 "reasoning_effort", f"{effort!r} has no Anthropic effort level (low to max)"
             )
@@ -580,7 +580,7 @@ def _openai_output(config: Any) -> dict[str, Any]:
         }
     effort = config.get("effort")
     if effort is not None:
-        if effort not in _EFFORTS:
+        if not isinstance(effort, str) or effort not in _EFFORTS:
             raise TranslationError("output_config.effort", f"unknown effort {effort!r}")
         out["reasoning_effort"] = effort
     return out

@@ -35,9 +35,9 @@ class Provider:
     fixed_headers: tuple[tuple[str, str], ...] = ()
 
     def auth_headers(self, api_key: str | None) -> tuple[tuple[str, str], ...]:
-        """The authentication headers for ``api_key`` (none without a key)."""
+        """The authentication headers for ``api_key`` (without a key, only the fixed ones)."""
         if not api_key:
-            return ()
+            return self.fixed_headers
         return ((self.key_header, self.key_format.format(key=api_key)), *self.fixed_headers)
 
     def path(self, operation: str, *, model: str, api_version: str | None) -> str:

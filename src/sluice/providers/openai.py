@@ -33,6 +33,26 @@ OPENAI_COMPATIBLE = Provider(
 
 _NO_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\]')
 _EVENT_END = b"\n\n"
+_EVENT_ENDS = (b"\n\n", b"\r\n\r\n", b"\r\r")  # SSE lines end in LF, CRLF or CR
+MAX_EVENT_BYTES = 1024 * 1024  # a partial event held back; past it the stream is broken
+
+
+def _whole_events(pending: bytes, data: bytes) -> tuple[bytes, bytes, bool]:
+    """``pending + data`` split into the whole events (b"" if none yet), the partial event
+    after them, and whether that partial event is over MAX_EVENT_BYTES."""
+    if pending:
+        data = pending + data
+    if data.endswith(_EVENT_ENDS):  # the common case: upstreams write whole events
+        return data, b"", False
+    end = max(data.rfind(e) + len(e) if data.rfind(e) >= 0 else -1 for e in _EVENT_ENDS)
+    whole, rest = (data[:end], data[end:]) if end > 0 else (b"", data)
+    return whole, rest, len(rest) > MAX_EVENT_BYTES
+
+
+def _events(whole: bytes) -> list[bytes]:
+    """The events of whole ones, each with its end (LF or CRLF framing)."""
+    end = b"\r\n\r\n" if b"\r\n\r\n" in whole else _EVENT_END
+    return [event + end for event in whole.split(end) if event]
 
 
 def ask_for_usage(body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -58,19 +78,21 @@ class OpenAIStream:
         self._done = False
 
     def feed(self, data: bytes) -> bytes:
-        if self._pending:
-            data, self._pending = self._pending + data, b""
-        if not data.endswith(_EVENT_END):  # rare: upstreams write whole events
-            end = data.rfind(_EVENT_END)
-            if end < 0:
-                self._pending = data
-                return b""
-            data, self._pending = data[: end + 2], data[end + 2 :]
+        data, self._pending, too_long = _whole_events(self._pending, data)
+        if too_long:
+            self.error = StreamFailure("an event over 1 MiB", error=ErrorKind.PROTOCOL)
+            data, self._pending = data + self._pending, b""
+            return data
         if (b"[]" in data or b"[ ]" in data) and _NO_CHOICES.search(data):
             data = self._usage(data)
-        if data.endswith(b"[DONE]\n\n"):
+        if data.endswith((b"[DONE]\n\n", b"[DONE]\r\n\r\n")):
             self._done = True
         return data
+
+    @property
+    def done(self) -> bool:
+        """``data: [DONE]`` came: the stream is over."""
+        return self._done
 
     def finish(self) -> bytes:
         """The upstream closed: what is left, and a cut unless ``[DONE]`` came."""
@@ -83,14 +105,12 @@ class OpenAIStream:
 
     def _usage(self, events: bytes) -> bytes:
         kept: list[bytes] = []
-        for event in events.split(_EVENT_END):
-            if not event:
-                continue
+        for event in _events(events):
             if _NO_CHOICES.search(event) and (usage := _usage_of(event)) is not None:
                 self.usage = usage
                 if not self.keep_usage:
                     continue
-            kept.append(event + _EVENT_END)
+            kept.append(event)
         return b"".join(kept)
 
 
@@ -127,18 +147,19 @@ class ResponsesStream:
         self._ended = False
 
     def feed(self, data: bytes) -> bytes:
-        if self._pending:
-            data, self._pending = self._pending + data, b""
-        end = data.rfind(_EVENT_END)
-        if end < 0:
-            self._pending = data
-            return b""
-        if end + 2 < len(data):
-            data, self._pending = data[: end + 2], data[end + 2 :]
+        data, self._pending, too_long = _whole_events(self._pending, data)
+        if too_long:
+            self.error = StreamFailure("an event over 1 MiB", error=ErrorKind.PROTOCOL)
+            data, self._pending = data + self._pending, b""
+            return data
         if _TERMINAL.search(data):
-            for event in data.split(_EVENT_END):
+            for event in _events(data):
                 self._terminal(event)
         return data
+
+    @property
+    def done(self) -> bool:
+        return self._ended
 
     def finish(self) -> bytes:
         rest, self._pending = self._pending, b""

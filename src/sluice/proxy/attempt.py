@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -45,6 +46,8 @@ from sluice.proxy.load import UpstreamLoad
 from sluice.proxy.metrics import ProxyMetrics
 from sluice.proxy.picking import Pick
 from sluice.proxy.table import Target
+
+log = logging.getLogger("sluice.proxy")
 
 __all__ = ["Answered", "Attempt", "Call", "Failed", "Reply", "Result", "Streamed", "attempt"]
 
@@ -138,6 +141,7 @@ class Streamed:
 class Failed:
     reply: Reply | None = None  # what the upstream said, if anything
     final: bool = False  # the proxy's own trouble: answer ``reply`` at once
+    refused: bool = False  # the request cannot be said to this upstream: ``reply`` is the 400
 
 
 Result = Answered | Streamed | Failed
@@ -215,6 +219,8 @@ async def attempt(call: Call, pick: Pick, per_try: float | None) -> Result:
             return await _streamed(call, upstream, recorder, codec)
     finally:
         call.load.ended(target.key)
+        if not recorder.finished:  # a bug, or a cancellation: never the upstream's fault, and
+            recorder.finish(_PROXY_FAULT)  # its permit (a HalfOpen trial's slot) goes back
 
 
 def _request(
@@ -247,6 +253,11 @@ async def _buffered(call: Call, upstream: Response, recorder: _Recorder, codec: 
     target, status = recorder.pick.candidate.target, upstream.status
     retry_after = target.provider.retry_after(upstream.headers)
     outcome = classify_status(status, target.policy, retry_after=retry_after, now=time.time())
+    if status in _GATEWAY_CREDENTIALS_REFUSED:  # never the client's: its key is not forwarded
+        outcome = Outcome(
+            OutcomeKind.FAILURE, f"HTTP {status}: the upstream refused the gateway's credentials",
+            status=status,
+        )  # fmt: skip
     headers = upstream.headers
     if codec.translates:
         try:
@@ -293,17 +304,28 @@ async def _streamed(call: Call, upstream: Response, recorder: _Recorder, codec: 
     first_byte = time.perf_counter()
     call.record["ttft_ms"] = round((first_byte - recorder.started) * 1000, 1)
     response = web.StreamResponse(status=200, headers=_stream_headers(call, upstream, recorder))
-    await response.prepare(call.request)
     try:
-        outcome = await _relay(call, upstream, response, recorder, first, codec=codec)
+        await response.prepare(call.request)
+        outcome, event = await _relay(call, upstream, response, recorder, first, codec=codec)
     except (ConnectionError, asyncio.CancelledError) as e:  # our client left: not the upstream's
         recorder.finish(classify_error(ErrorKind.CLIENT_DISCONNECT), first_byte=first_byte)
         if isinstance(e, asyncio.CancelledError):
             raise
         return Streamed(response)
-    recorder.finish(outcome, first_byte=first_byte)
+    except Exception:  # a bug after the stream was committed: end it, never a second answer
+        log.exception(
+            "relaying the stream of %s failed inside the proxy", recorder.attempt.upstream
+        )
+        recorder.finish(_PROXY_FAULT, first_byte=first_byte)
+        if call.request.transport is not None:
+            call.request.transport.abort()
+        return Streamed(response)
+    recorder.finish(outcome, first_byte=first_byte)  # before the client may fail us below
+    wait = call.limits.client_write_timeout
     with contextlib.suppress(ConnectionError):
-        await write_bounded(call.request, response, None, call.limits.client_write_timeout)
+        if event:
+            await write_bounded(call.request, response, event, wait)
+        await write_bounded(call.request, response, None, wait)
     return Streamed(response)
 
 
@@ -333,10 +355,10 @@ async def _relay(
     first: bytes,
     *,
     codec: Codec,
-) -> Outcome:
+) -> tuple[Outcome, bytes]:
     """Chunks from the upstream to the client, through the codec's reader (translation,
-    usage, its end), until the stream ends: its outcome. A failure after the first byte ends
-    the stream with an error event (a translating reader writes its own)."""
+    usage, its end), until the stream ends: its outcome, and the error event that must end
+    the client's stream (b"" if none, or if the reader already wrote one)."""
     target = recorder.pick.candidate.target
     idle = target.timeouts.stream_idle
     stream = codec.stream(model=recorder.pick.candidate.model, include_usage=call.usage_asked)
@@ -344,6 +366,9 @@ async def _relay(
     while chunk and stream.error is None:
         if out := stream.feed(chunk):
             await _write(call, response, out, recorder)
+        if stream.done:  # its last event came: an upstream that keeps the body open is done
+            chunk = b""
+            break
         left = recorder.time_left()
         try:
             chunk = await upstream.readany(min(idle, left))
@@ -360,19 +385,21 @@ async def _relay(
         if stream.usage is not None:
             _count(call, target, stream.usage)
         outcome = _stream_end(stream.error, target, first, codec)
-    if outcome.kind is not OutcomeKind.SUCCESS and (not codec.translates or stream.error is None):
-        wait = call.limits.client_write_timeout
-        name = recorder.pick.candidate.target.name
-        event = codec.error_event(f"upstream {name} failed mid-stream: {outcome.detail}")
-        await write_bounded(call.request, response, event, wait)
-    return outcome
+    failure = stream.error
+    # A translating reader wrote its own error event; an upstream's in-band error (with its
+    # status) went to the client as it came.
+    written = failure is not None and (codec.translates or failure.status is not None)
+    if outcome.kind is OutcomeKind.SUCCESS or written:
+        return outcome, b""
+    name = recorder.pick.candidate.target.name
+    return outcome, codec.error_event(f"upstream {name} failed mid-stream: {outcome.detail}")
 
 
 def _stream_end(
     failure: StreamFailure | None, target: Target, first: bytes, codec: Codec
 ) -> Outcome:
     """What a stream that ended (or whose reader gave up) means for the upstream."""
-    if failure is None or not (codec.translates or first.startswith(b"data:")):
+    if failure is None or not (codec.judges_end or first.lstrip().startswith(_SSE_STARTS)):
         return _STREAM_COMPLETE
     if failure.status is not None:  # the upstream said so in the stream (Anthropic's error event)
         return classify_status(failure.status, target.policy)
@@ -380,6 +407,13 @@ def _stream_end(
 
 
 _STREAM_COMPLETE = Outcome(OutcomeKind.SUCCESS, "stream complete", status=200)
+_SSE_STARTS = (b"data:", b"event:", b":")  # an SSE stream, whose end can be judged
+# The gateway's own key was refused: a failure of that upstream (fail over, count it), and its
+# body (which may echo part of the key) is not passed back.
+_GATEWAY_CREDENTIALS_REFUSED = frozenset({401, 403})
+_PROXY_FAULT = Outcome(
+    OutcomeKind.IGNORED, "the attempt ended inside the proxy", error=ErrorKind.LOCAL
+)
 
 
 class _Recorder:
@@ -390,6 +424,7 @@ class _Recorder:
         self.pick = pick
         self.started = time.perf_counter()
         self.headers_at: float | None = None
+        self.finished = False
         self.attempt = Attempt(upstream=pick.candidate.target.name)
         call.attempts.append(self.attempt)
         timeouts = pick.candidate.target.timeouts
@@ -406,7 +441,8 @@ class _Recorder:
         return max(0.001, self.total - (time.perf_counter() - self.started))
 
     def first_token_left(self) -> float:
-        return max(0.001, self.first_token - (time.perf_counter() - self.started))
+        """Until the first token is late, or the attempt's total (perTryTimeout) is spent."""
+        return max(0.001, min(self.first_token, self.total) - (time.perf_counter() - self.started))
 
     def timed_out(self, *, before_head: bool) -> Failed:
         stream = self.call.stream
@@ -416,12 +452,12 @@ class _Recorder:
         return Failed()
 
     def refused(self, error: TranslationError) -> Failed:
-        """The request cannot be said in this upstream's format: the client's 400, at once (it
-        asked for something this route cannot do), and not the upstream's fault."""
+        """The request cannot be said in this upstream's format: not the upstream's fault; the
+        next candidate may take it, else the client gets this 400 naming the parameter."""
         self.finish(Outcome(OutcomeKind.IGNORED, f"not translated: {error}", status=400))
         anthropic = self.call.request.path == "/v1/messages"
         body = orjson.dumps(error.anthropic_body() if anthropic else error.openai_body())
-        return Failed(Reply(400, body, {"content-type": "application/json"}), final=True)
+        return Failed(Reply(400, body, {"content-type": "application/json"}), refused=True)
 
     def failed(self, error: UpstreamError) -> Failed:
         """Record a failed attempt: try the next candidate, unless it is the proxy's own
@@ -438,6 +474,9 @@ class _Recorder:
         return Failed(Reply(status, orjson.dumps(body), headers), final=True)
 
     def finish(self, outcome: Outcome, *, first_byte: float | None = None) -> None:
+        if self.finished:
+            return
+        self.finished = True
         call, target = self.call, self.pick.candidate.target
         ttft = None if first_byte is None else first_byte - self.started
         attempt = self.attempt

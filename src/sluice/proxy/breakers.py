@@ -8,6 +8,7 @@ breaker must admit it (HalfOpen locally: one trial permit at a time).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from sluice.core import CircuitBreaker, Outcome, Permit, State, Transition, effective_state
@@ -55,9 +56,12 @@ class Breakers:
         return sorted(self._breakers.items())
 
     def admit(self, target: Target, now: float) -> Permit | None:
-        if target.override is None and self._cluster_blocks(target, now):
+        """A permit, or None: blocked, or the upstream left the table while a request was
+        planned from the old one."""
+        breaker = self._breakers.get(target.key)
+        if breaker is None or (target.override is None and self._cluster_blocks(target, now)):
             return None
-        return self._breakers[target.key].admit(now)
+        return breaker.admit(now)
 
     @staticmethod
     def _cluster_blocks(target: Target, now: float) -> bool:
@@ -72,7 +76,10 @@ class Breakers:
 
     def available_in(self, target: Target, now: float) -> float:
         """Seconds until ``admit`` may succeed; for Retry-After."""
-        local = self._breakers[target.key].available_in(now)
+        breaker = self._breakers.get(target.key)
+        if breaker is None:  # gone from the table
+            return math.inf
+        local = breaker.available_in(now)
         if target.override is not None or target.cluster_state in (None, State.CLOSED):
             return local
         if target.cluster_state is State.OPEN and target.cluster_open_until is not None:

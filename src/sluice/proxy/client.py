@@ -64,7 +64,9 @@ MAX_ANSWER_BYTES = 64 * 1024 * 1024  # the default limit for an answer read whol
 MAX_HEAD_BYTES = 1024 * 1024  # status line and headers, informational answers included
 
 # The proxy's own shortage, not the upstream's fault.
-_LOCAL_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_LOCAL_ERRNOS = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.EADDRNOTAVAIL}
+)  # out of descriptors, buffers, memory, or ephemeral ports
 
 
 class UpstreamError(SluiceError):

@@ -53,6 +53,9 @@ class StreamReader(Protocol):
     @property
     def usage(self) -> dict[str, int | None] | None: ...
 
+    @property
+    def done(self) -> bool: ...
+
     def feed(self, data: bytes) -> bytes: ...
 
     def finish(self) -> bytes: ...
@@ -63,6 +66,7 @@ class Codec:
 
     translates = False  # a translating codec writes its own error events into the stream
     passes_bytes = True  # the client's body goes as it came (but for the model's name)
+    judges_end = False  # its stream's end is known (else only if it looks like SSE)
 
     def path(self, target: Target, operation: str, model: str) -> str:
         return target.provider.path(operation, model=model, api_version=target.spec.api_version)
@@ -99,6 +103,8 @@ class Responses(Codec):
     """OpenAI's Responses API to an OpenAI-format upstream: bytes pass through; the stream's
     end is ``response.completed`` and its usage comes in that event."""
 
+    judges_end = True
+
     def stream(self, *, model: str, include_usage: bool) -> StreamReader:
         return ResponsesStream()
 
@@ -114,6 +120,7 @@ class ChatToAnthropic(Codec):
 
     translates = True
     passes_bytes = False
+    judges_end = True
 
     def path(self, target: Target, operation: str, model: str) -> str:
         return "/messages"
@@ -137,6 +144,8 @@ CHAT_TO_ANTHROPIC = ChatToAnthropic()
 class MessagesNative(Codec):
     """An Anthropic client (``/v1/messages``) and an Anthropic upstream: bytes pass through; the
     client's ``anthropic-version`` names its body's format, so it goes too."""
+
+    judges_end = True
 
     def path(self, target: Target, operation: str, model: str) -> str:
         return "/messages"
@@ -164,6 +173,7 @@ class MessagesToOpenAI(Codec):
 
     translates = True
     passes_bytes = False
+    judges_end = True
 
     def path(self, target: Target, operation: str, model: str) -> str:
         return super().path(target, "/chat/completions", model)
@@ -194,6 +204,11 @@ def codec_for(path: str, target: Target) -> Codec | None:
     anthropic = target.spec.provider == "anthropic"
     if path == MESSAGES_PATH:
         return MESSAGES_NATIVE if anthropic else MESSAGES_TO_OPENAI
+    if path == RESPONSES_PATH:  # Azure serves it only on its v1 API
+        classic_azure = target.provider.path("/responses", model="m", api_version=None) != (
+            "/responses"
+        )
+        return None if anthropic or classic_azure else RESPONSES
     if not anthropic:
-        return RESPONSES if path == RESPONSES_PATH else PASSTHROUGH
+        return PASSTHROUGH
     return CHAT_TO_ANTHROPIC if path == "/v1/chat/completions" else None

@@ -42,6 +42,7 @@ class Exchange:
     call: Call
     plan: Plan
     _last: Reply | None = None  # the last failed attempt's answer (a 429, a 5xx)
+    _refused: Reply | None = None  # a candidate could not take the request: its 400
 
     async def run(self) -> web.StreamResponse:
         call, plan = self.call, self.plan
@@ -79,13 +80,17 @@ class Exchange:
     def _answer(self, pick: Pick, result: Result) -> web.StreamResponse | None:
         """The client's answer if ``result`` ends the request, else None (and the reply kept)."""
         if isinstance(result, Streamed):
+            self.plan.remember(pick.candidate)
             return result.response
         if isinstance(result, Answered):
             self.plan.remember(pick.candidate)
             return self._respond(result.reply, pick.candidate.target.name)
         if result.final and result.reply is not None:
             return self._respond(result.reply, None)
-        self._last = result.reply or self._last
+        if result.refused:
+            self._refused = result.reply
+        else:
+            self._last = result.reply or self._last
         return None
 
     async def _nobody_admitted(self) -> web.StreamResponse:
@@ -137,6 +142,8 @@ class Exchange:
 
     def _exhausted(self) -> web.Response:
         attempts = self.call.attempts
+        if self._refused is not None and all(a.status == 400 for a in attempts):
+            return self._respond(self._refused, None)  # nobody could take it: say why
         rate_limited = str(OutcomeKind.RATE_LIMITED)
         if self._last is not None and all(a.outcome == rate_limited for a in attempts):
             return self._respond(self._last, None)

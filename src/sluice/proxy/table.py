@@ -137,7 +137,7 @@ class Target:
 
     key: Ref
     spec: UpstreamSpec
-    api_key: str | None
+    api_key: str | None = field(repr=False)  # never in a log line or a repr
     policy: BreakerPolicy
     policy_name: str
     cluster_state: State | None = None  # from status (Kubernetes mode): the operator's breaker
@@ -146,7 +146,7 @@ class Target:
     override: State | None = field(init=False)
     provider: Provider = field(init=False)
     endpoint: Endpoint = field(init=False)
-    headers: tuple[tuple[str, str], ...] = field(init=False)  # what the proxy sends, always
+    headers: tuple[tuple[str, str], ...] = field(init=False, repr=False)  # with the key
     forwarded: tuple[str, ...] = field(init=False)  # client headers passed on (lower case)
     forwarded_prefixes: tuple[str, ...] = field(init=False)  # ... and those starting so
     timeouts: Timeouts = field(init=False)

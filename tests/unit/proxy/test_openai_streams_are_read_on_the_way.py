@@ -107,3 +107,26 @@ def test_a_responses_stream_without_its_last_event_is_a_cut_and_failed_is_a_fail
     assert cut.error.error is ErrorKind.STREAM_CUT
     assert failed.error is not None
     assert failed.error.status == 500
+
+
+def test_crlf_framed_events_pass_at_once_and_the_end_is_seen() -> None:
+    stream = OpenAIStream(keep_usage=False)
+    crlf = STREAM.replace(b"\n\n", b"\r\n\r\n")
+
+    first = stream.feed(crlf[: len(CONTENT) + 2])  # one whole event (+2 for the CRLF framing)
+    rest = stream.feed(crlf[len(CONTENT) + 2 :]) + stream.finish()
+
+    assert first == CONTENT.replace(b"\n\n", b"\r\n\r\n")
+    assert USAGE.strip() not in rest  # the usage chunk is still kept from the client
+    assert stream.usage == {"input": 3, "output": 5}
+    assert stream.done
+
+
+def test_a_partial_event_over_a_mebibyte_breaks_the_stream_instead_of_growing() -> None:
+    stream = OpenAIStream(keep_usage=False)
+
+    out = stream.feed(b"data: " + b"x" * (1024 * 1024 + 10))
+
+    assert len(out) > 1024 * 1024  # passed on, not held
+    assert stream.error is not None
+    assert stream.error.error is ErrorKind.PROTOCOL
