@@ -3,7 +3,7 @@ usage chunk, counts it, and passes it on only to a client that asked for it."""
 
 from __future__ import annotations
 
-from tests.component.conftest import Gateway
+from tests.component.conftest import Gateway, MakeGateway
 
 
 async def tokens(gateway: Gateway, kind: str) -> float:
@@ -43,3 +43,26 @@ async def test_a_client_that_asked_for_usage_gets_the_usage_chunk(gateway: Gatew
     assert last.usage is not None
     assert last.usage.completion_tokens > 0
     assert await tokens(gateway, "output") == last.usage.completion_tokens
+
+
+async def test_a_stream_under_the_policys_token_rate_is_a_slow_call(
+    gateway_factory: MakeGateway,
+) -> None:
+    gateway = await gateway_factory(
+        policy={
+            "slowCalls": {"duration": "60s", "rateThreshold": 50, "minOutputTokensPerSecond": 1000}
+        }
+    )
+    fast = {"x-fake-chunks": "3"}
+    slow = {"x-fake-chunks": "3", "x-fake-chunk-delay": "0.1"}  # 3 tokens in 0.3 s: 10/s
+
+    for headers in (slow, fast):
+        answer = await gateway.client.post(
+            "/v1/chat/completions",
+            json={"model": "m1", "messages": [{"role": "user", "content": "hi"}], "stream": True},
+            headers=headers,
+        )
+        await answer.read()
+
+    _, _, slow_calls = gateway.proxy.breakers.get(("default", "primary")).window_counts
+    assert slow_calls >= 1

@@ -324,6 +324,7 @@ class CircuitBreaker:
         now: float,
         *,
         duration: float | None = None,  # time to first token for streams, else total
+        tokens_per_second: float | None = None,  # a stream's output rate after its first token
     ) -> None:
         """Record how an admitted attempt ended."""
         kind = outcome.kind
@@ -341,7 +342,14 @@ class CircuitBreaker:
         if self._state is not State.CLOSED or kind is OutcomeKind.IGNORED:
             return  # not evidence about the current automatic state
         slow_calls = policy.slow_calls
-        slow = slow_calls is not None and duration is not None and duration >= slow_calls.duration
+        slow = slow_calls is not None and (
+            (duration is not None and duration >= slow_calls.duration)
+            or (
+                slow_calls.min_output_tokens_per_second is not None
+                and tokens_per_second is not None
+                and tokens_per_second < slow_calls.min_output_tokens_per_second
+            )
+        )
         if kind is OutcomeKind.SUCCESS:
             self._consecutive = 0
             self._window.add(now, failed=False, slow=slow)
@@ -557,10 +565,12 @@ class CircuitBreaker:
             return
         slow_calls = policy.slow_calls
         if slow_calls is not None and window.slow * 100.0 >= slow_calls.rate_threshold * total:
+            floor = slow_calls.min_output_tokens_per_second
+            also = "" if floor is None else f" or streamed under {floor:g} tokens/s"
             self._trip(
                 Reason.SLOW_CALLS,
                 f"slow calls {window.slow * 100 / total:.0f}% ({window.slow} of {total} "
-                f"requests in {span} took {format_duration(slow_calls.duration)} or more) "
+                f"requests in {span} took {format_duration(slow_calls.duration)} or more{also}) "
                 f"reached the {slow_calls.rate_threshold:g}% threshold",
                 now,
             )

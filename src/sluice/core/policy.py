@@ -131,15 +131,20 @@ class FailureRate:
 
 @dataclass(frozen=True, slots=True)
 class SlowCalls:
-    """Trip when calls at least ``duration`` long (time to first token for streams) make up
-    ``rate_threshold`` % of the failure-rate window, with its minimum number of requests."""
+    """Trip when slow calls make up ``rate_threshold`` % of the failure-rate window, with its
+    minimum number of requests. A call is slow when it took at least ``duration`` (time to
+    first token for streams), or, with ``min_output_tokens_per_second``, when a stream's
+    output came slower than that after its first token."""
 
     duration: float = 30.0
     rate_threshold: float = 80.0
+    min_output_tokens_per_second: float | None = None
 
     def validate(self, prefix: str) -> None:
         _positive(f"{prefix}.duration", self.duration)
         _percent(f"{prefix}.rateThreshold", self.rate_threshold)
+        if self.min_output_tokens_per_second is not None:
+            _positive(f"{prefix}.minOutputTokensPerSecond", self.min_output_tokens_per_second)
 
 
 @dataclass(frozen=True, slots=True)

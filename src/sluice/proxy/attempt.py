@@ -301,7 +301,7 @@ async def _streamed(call: Call, upstream: Response, recorder: _Recorder, codec: 
         return recorder.failed(e)
     if not first:
         return recorder.failed(UpstreamError(ErrorKind.STREAM_CUT, "closed before the first byte"))
-    first_byte = time.perf_counter()
+    first_byte = recorder.first_byte_at = time.perf_counter()
     call.record["ttft_ms"] = round((first_byte - recorder.started) * 1000, 1)
     response = web.StreamResponse(status=200, headers=_stream_headers(call, upstream, recorder))
     try:
@@ -384,6 +384,7 @@ async def _relay(
             await _write(call, response, rest, recorder)
         if stream.usage is not None:
             _count(call, target, stream.usage)
+            recorder.stream_rate(stream.usage.get("output"))
         outcome = _stream_end(stream.error, target, first, codec)
     failure = stream.error
     # A translating reader wrote its own error event; an upstream's in-band error (with its
@@ -425,12 +426,20 @@ class _Recorder:
         self.started = time.perf_counter()
         self.headers_at: float | None = None
         self.finished = False
+        self.first_byte_at = 0.0  # a stream's first byte (time.perf_counter())
+        self.tokens_per_second: float | None = None  # a stream's output rate after it
         self.attempt = Attempt(upstream=pick.candidate.target.name)
         call.attempts.append(self.attempt)
         timeouts = pick.candidate.target.timeouts
         self.first_token = timeouts.first_token
         # The route's perTryTimeout caps the upstream's own total timeout.
         self.total = timeouts.total if per_try is None else min(timeouts.total, per_try)
+
+    def stream_rate(self, output_tokens: int | None) -> None:
+        """A stream ended with ``output_tokens``: its output rate after its first byte."""
+        if output_tokens and self.first_byte_at:
+            elapsed = max(0.001, time.perf_counter() - self.first_byte_at)
+            self.tokens_per_second = output_tokens / elapsed
 
     def head_timeout(self, stream: bool) -> float:
         """A non-streamed answer's head comes when it is complete: only the total bounds it. A
@@ -487,7 +496,10 @@ class _Recorder:
             attempt.error = outcome.detail
             generic = outcome.error
             attempt.summary = outcome.detail if generic is None else classify_error(generic).detail
-        call.breakers.record(target, self.pick.permit, outcome, call.clock(), ttft)
+        call.breakers.record(
+            target, self.pick.permit, outcome, call.clock(), ttft,
+            tokens_per_second=self.tokens_per_second,
+        )  # fmt: skip
         namespace, name = target.key
         metrics = call.metrics
         metrics.child(metrics.attempts, namespace, name, outcome.kind.value).inc()

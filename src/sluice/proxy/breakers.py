@@ -87,11 +87,19 @@ class Breakers:
         return max(local, 1.0)  # cluster HalfOpen: the operator's next probe decides
 
     def record(
-        self, target: Target, permit: Permit, outcome: Outcome, now: float, duration: float | None
+        self,
+        target: Target,
+        permit: Permit,
+        outcome: Outcome,
+        now: float,
+        duration: float | None,
+        *,
+        tokens_per_second: float | None = None,
     ) -> None:
         breaker = self._breakers.get(target.key)
         if breaker is not None:  # the upstream may have been removed mid-request
-            breaker.record(permit, outcome, now, duration=duration)
+            breaker.record(permit, outcome, now, duration=duration,
+                           tokens_per_second=tokens_per_second)  # fmt: skip
 
     def effective_state(self, target: Target, now: float) -> State:
         """What this replica makes of the upstream now: the override, else the more cautious

@@ -115,6 +115,13 @@ class SlowCallsSpec(Schema):
 
     duration: Duration = Field(description="A call this long or longer is slow.")
     rate_threshold: float = Field(80, gt=0, le=100, description="Percent of slow calls that opens.")
+    min_output_tokens_per_second: float | None = Field(
+        None,
+        gt=0,
+        le=1_000_000,
+        description="A stream whose output tokens per second, after its first token, fall "
+        "below this is a slow call too.",
+    )
 
 
 class HalfOpenSpec(Schema):
@@ -234,6 +241,7 @@ class BreakerPolicySpec(Schema):
             else core_policy.SlowCalls(
                 duration=core_policy.parse_duration(slow.duration, field="slowCalls.duration"),
                 rate_threshold=slow.rate_threshold,
+                min_output_tokens_per_second=slow.min_output_tokens_per_second,
             ),
             probe_failures=self.probe_failures or None,
             open_duration=core_policy.parse_duration(self.open_duration, field="openDuration"),

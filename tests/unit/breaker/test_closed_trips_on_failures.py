@@ -191,3 +191,25 @@ def test_probe_failures_and_request_failures_are_counted_apart() -> None:
     subject.breaker.record_probe(TIMEOUT, now=0)
 
     assert subject.state is State.CLOSED
+
+
+def test_streams_slower_than_the_token_rate_are_slow_calls_too() -> None:
+    subject = make(
+        policy(
+            consecutive_failures=None,
+            failure_rate=FailureRate(threshold=50, minimum_requests=4, window=60),
+            slow_calls=SlowCalls(duration=60.0, rate_threshold=75, min_output_tokens_per_second=20),
+        )
+    )
+
+    for rate in (5.0, 19.9, 50.0):  # two under 20 tokens/s, one over: 2 of 3 slow
+        permit = subject.breaker.admit(0)
+        assert permit is not None
+        subject.breaker.record(permit, OK, 0, duration=0.5, tokens_per_second=rate)
+    assert subject.breaker.window_counts == (3, 0, 2)
+    permit = subject.breaker.admit(0)
+    assert permit is not None
+    subject.breaker.record(permit, OK, 0, duration=0.5, tokens_per_second=1.0)  # 3 of 4
+
+    assert subject.state is State.OPEN
+    assert "or streamed under 20 tokens/s" in subject.transitions[0].message
