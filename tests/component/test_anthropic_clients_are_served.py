@@ -124,3 +124,34 @@ async def test_the_proxys_own_errors_come_in_anthropics_shape(
     assert isinstance(refused.value.body, dict)
     assert refused.value.body["type"] == "error"
     assert "circuit" in refused.value.body["error"]["message"]
+
+
+async def test_models_and_tools_work_from_the_anthropic_sdk(
+    gateway_factory: MakeGateway, fakes: dict[str, FakeUpstream], claude: FakeAnthropic
+) -> None:
+    gateway = await gateway_for(gateway_factory, fakes, claude, claude_first=True)
+    tools: Any = [
+        {
+            "name": "weather",
+            "description": "the weather in a city",
+            "input_schema": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        }
+    ]
+    async with sdk(gateway) as client:
+        models = await client.models.list()
+        message = await client.messages.create(
+            model="m1",
+            max_tokens=64,
+            messages=[{"role": "user", "content": "weather in Oslo?"}],
+            tools=tools,
+            tool_choice={"type": "any"},
+        )
+
+    assert [m.id for m in models.data] == ["m1"]
+    [block] = [b for b in message.content if b.type == "tool_use"]
+    assert block.name == "weather"
+    assert message.stop_reason == "tool_use"

@@ -145,13 +145,23 @@ async def _answer(
 
 
 async def handle_models(request: web.Request) -> web.Response:
-    proxy = request.app[PROXY]
+    """The model names clients can ask for, in the shape of the client's SDK: Anthropic's for a
+    request naming an ``anthropic-version`` (every model reaches ``/v1/messages``: translated
+    where its upstream speaks OpenAI's format), else OpenAI's."""
+    names = request.app[PROXY].table.models()
+    if request.headers.get("anthropic-version"):
+        data = [{"type": "model", "id": n, "display_name": n, "created_at": "1970-01-01T00:00:00Z"}
+                for n in names]  # fmt: skip
+        first, last = (names[0], names[-1]) if names else (None, None)
+        return web.json_response(
+            {"data": data, "has_more": False, "first_id": first, "last_id": last}
+        )
     return web.json_response(
         {
             "object": "list",
             "data": [
                 {"id": name, "object": "model", "created": 0, "owned_by": "sluice"}
-                for name in proxy.table.models()
+                for name in names
             ],
         }
     )
