@@ -40,7 +40,7 @@ from sluice.providers.translation import TranslationError, UpstreamFormatError
 from sluice.proxy.answers import write_bounded
 from sluice.proxy.breakers import Breakers
 from sluice.proxy.client import Response, UpstreamClient, UpstreamError, request_head
-from sluice.proxy.codecs import Codec
+from sluice.proxy.codecs import Codec, StreamReader
 from sluice.proxy.limits import Limits
 from sluice.proxy.load import UpstreamLoad
 from sluice.proxy.metrics import ProxyMetrics
@@ -360,27 +360,10 @@ async def _relay(
     usage, its end), until the stream ends: its outcome, and the error event that must end
     the client's stream (b"" if none, or if the reader already wrote one)."""
     target = recorder.pick.candidate.target
-    idle = target.timeouts.stream_idle
     stream = codec.stream(model=recorder.pick.candidate.model, include_usage=call.usage_asked)
-    chunk, outcome = first, None
-    while chunk and stream.error is None:
-        if out := stream.feed(chunk):
-            await _write(call, response, out, recorder)
-        if stream.done:  # its last event came: an upstream that keeps the body open is done
-            chunk = b""
-            break
-        left = recorder.time_left()
-        try:
-            chunk = await upstream.readany(min(idle, left))
-        except TimeoutError:
-            kind = ErrorKind.STREAM_IDLE_TIMEOUT if idle < left else ErrorKind.TOTAL_TIMEOUT
-            outcome = classify_error(kind)
-            break
-        except UpstreamError as e:
-            outcome = classify_error(ErrorKind.STREAM_CUT, e.detail)
-            break
+    ended, outcome = await _pump(call, upstream, response, recorder, first, stream=stream)
     if outcome is None:
-        if not chunk and (rest := stream.finish()):
+        if ended and (rest := stream.finish()):
             await _write(call, response, rest, recorder)
         if stream.usage is not None:
             _count(call, target, stream.usage)
@@ -392,8 +375,36 @@ async def _relay(
     written = failure is not None and (codec.translates or failure.status is not None)
     if outcome.kind is OutcomeKind.SUCCESS or written:
         return outcome, b""
-    name = recorder.pick.candidate.target.name
+    name = target.name
     return outcome, codec.error_event(f"upstream {name} failed mid-stream: {outcome.detail}")
+
+
+async def _pump(
+    call: Call,
+    upstream: Response,
+    response: web.StreamResponse,
+    recorder: _Recorder,
+    chunk: bytes,
+    *,
+    stream: StreamReader,
+) -> tuple[bool, Outcome | None]:
+    """Feed the reader and write what it gives until the upstream's body ends (True), the
+    reader gives up or sees the end, or a read fails (its outcome)."""
+    idle = recorder.pick.candidate.target.timeouts.stream_idle
+    while chunk and stream.error is None:
+        if out := stream.feed(chunk):
+            await _write(call, response, out, recorder)
+        if stream.done:  # its last event came: an upstream that keeps the body open is done
+            return True, None
+        left = recorder.time_left()
+        try:
+            chunk = await upstream.readany(min(idle, left))
+        except TimeoutError:
+            kind = ErrorKind.STREAM_IDLE_TIMEOUT if idle < left else ErrorKind.TOTAL_TIMEOUT
+            return False, classify_error(kind)
+        except UpstreamError as e:
+            return False, classify_error(ErrorKind.STREAM_CUT, e.detail)
+    return not chunk, None
 
 
 def _stream_end(
