@@ -33,7 +33,7 @@ def error_response(
 def in_client_shape(path: str, response: web.StreamResponse) -> web.StreamResponse:
     """The proxy's own error in the shape of the client's API: Anthropic's for ``/v1/messages``
     (``{"type": "error", "error": {"type", "message"}}``), else as it is (OpenAI's)."""
-    if path not in _ANTHROPIC_CLIENTS or not isinstance(response, web.Response):
+    if path not in _ANTHROPIC_CLIENTS or type(response) is not web.Response:
         return response
     if OWN_ERROR not in response or not isinstance(response.body, bytes):
         return response

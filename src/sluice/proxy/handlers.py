@@ -118,30 +118,25 @@ async def _serve(
 ) -> tuple[web.StreamResponse, str]:
     """Read and check the body, plan, exchange; a complete answer is written here, in the shape
     of the client's API and within the client write timeout. The response and the route."""
-    response, route = await _answer(request, proxy, record)
+    raw = await read_body(request, proxy.limits)
+    route = "none"
+    if not isinstance(raw, bytes):  # (not isinstance(.., web.Response): an ABC, and slow)
+        response: web.StreamResponse = raw
+    elif not isinstance(body := parse_body(raw, proxy.limits), dict):
+        response = body
+    else:
+        stream = bool(body.get("stream")) and request.path in STREAMABLE
+        record.update(model=body["model"], stream=stream)
+        plan = proxy.picker.plan(proxy.table, body["model"], request.headers, api=request.path)
+        call = Call(
+            request, body, raw, stream, record, proxy.client, proxy.breakers, proxy.load,
+            proxy.metrics, proxy.limits, proxy.clock,
+        )  # fmt: skip
+        response, route = await Exchange(call, plan).run(), plan.route
     if not response.prepared:
         response = in_client_shape(request.path, response)
         await write_bounded(request, response, None, proxy.limits.client_write_timeout)
     return response, route
-
-
-async def _answer(
-    request: web.Request, proxy: Proxy, record: dict[str, Any]
-) -> tuple[web.StreamResponse, str]:
-    raw = await read_body(request, proxy.limits)
-    if isinstance(raw, web.Response):
-        return raw, "none"
-    body = parse_body(raw, proxy.limits)
-    if isinstance(body, web.Response):
-        return body, "none"
-    stream = bool(body.get("stream")) and request.path in STREAMABLE
-    record.update(model=body["model"], stream=stream)
-    plan = proxy.picker.plan(proxy.table, body["model"], request.headers, api=request.path)
-    call = Call(
-        request, body, raw, stream, record, proxy.client, proxy.breakers, proxy.load,
-        proxy.metrics, proxy.limits, proxy.clock,
-    )  # fmt: skip
-    return await Exchange(call, plan).run(), plan.route
 
 
 async def handle_models(request: web.Request) -> web.Response:
