@@ -65,17 +65,15 @@ def ask_for_usage(body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     return {**body, "stream_options": merged}, False
 
 
-class OpenAIStream:
-    """An OpenAI SSE stream, passed through event by event: its usage read from the usage chunk
-    (dropped unless ``keep_usage``), its end (``data: [DONE]``) noticed. A partial event at the
-    end of a read waits for the rest, so an event is never split between two decisions."""
+class _PassedThrough:
+    """An SSE stream passed through whole events at a time: a partial event at the end of a
+    read waits for the rest, so an event is never split between two decisions, and one over
+    MAX_EVENT_BYTES breaks the stream instead of growing. Subclasses read the events."""
 
-    def __init__(self, *, keep_usage: bool) -> None:
-        self.keep_usage = keep_usage
+    def __init__(self) -> None:
         self.usage: dict[str, int | None] | None = None
         self.error: StreamFailure | None = None
         self._pending = b""
-        self._done = False
 
     def feed(self, data: bytes) -> bytes:
         data, self._pending, too_long = _whole_events(self._pending, data)
@@ -83,6 +81,23 @@ class OpenAIStream:
             self.error = StreamFailure("an event over 1 MiB", error=ErrorKind.PROTOCOL)
             data, self._pending = data + self._pending, b""
             return data
+        return self._read(data)
+
+    def _read(self, events: bytes) -> bytes:
+        """What to pass on of these whole events."""
+        return events
+
+
+class OpenAIStream(_PassedThrough):
+    """An OpenAI SSE stream, passed through event by event: its usage read from the usage chunk
+    (dropped unless ``keep_usage``), its end (``data: [DONE]``) noticed."""
+
+    def __init__(self, *, keep_usage: bool) -> None:
+        super().__init__()
+        self.keep_usage = keep_usage
+        self._done = False
+
+    def _read(self, data: bytes) -> bytes:
         if (b"[]" in data or b"[ ]" in data) and _NO_CHOICES.search(data):
             data = self._usage(data)
         if data.endswith((b"[DONE]\n\n", b"[DONE]\r\n\r\n")):
@@ -135,23 +150,16 @@ def _usage_of(event: bytes) -> dict[str, int | None] | None:
 _TERMINAL = re.compile(rb"response\.(completed|incomplete|failed)|\"type\"\s*:\s*\"error\"")
 
 
-class ResponsesStream:
+class ResponsesStream(_PassedThrough):
     """An OpenAI Responses API stream (``event: response.*``), passed through as it comes: its
     end (``response.completed`` or ``response.incomplete``; ``response.failed`` or an
     ``error`` event is a failure) noticed and the final usage read from it."""
 
     def __init__(self) -> None:
-        self.usage: dict[str, int | None] | None = None
-        self.error: StreamFailure | None = None
-        self._pending = b""
+        super().__init__()
         self._ended = False
 
-    def feed(self, data: bytes) -> bytes:
-        data, self._pending, too_long = _whole_events(self._pending, data)
-        if too_long:
-            self.error = StreamFailure("an event over 1 MiB", error=ErrorKind.PROTOCOL)
-            data, self._pending = data + self._pending, b""
-            return data
+    def _read(self, data: bytes) -> bytes:
         if _TERMINAL.search(data):
             for event in _events(data):
                 self._terminal(event)
