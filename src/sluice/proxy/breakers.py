@@ -22,9 +22,12 @@ class Breakers:
         self,
         *,
         on_transition: Callable[[Key, Transition], None] | None = None,
+        on_record: Callable[[Key, Outcome, float, float | None], None] | None = None,
     ) -> None:
         self._breakers: dict[Key, CircuitBreaker] = {}
         self._on_transition = on_transition
+        # (upstream, outcome, now, time to first byte) of every attempt: the console's history.
+        self._on_record = on_record
 
     def sync(self, table: Table, now: float) -> None:
         """Create, update (policy, override) and drop breakers to match ``table``."""
@@ -100,6 +103,8 @@ class Breakers:
         if breaker is not None:  # the upstream may have been removed mid-request
             breaker.record(permit, outcome, now, duration=duration,
                            tokens_per_second=tokens_per_second)  # fmt: skip
+            if self._on_record is not None:
+                self._on_record(target.key, outcome, now, duration)
 
     def effective_state(self, target: Target, now: float) -> State:
         """What this replica makes of the upstream now: the override, else the more cautious

@@ -20,6 +20,7 @@ from sluice.proxy.access import ClientKeys, HostAllowlist
 from sluice.proxy.accesslog import AccessLog
 from sluice.proxy.breakers import Breakers
 from sluice.proxy.client import UpstreamClient
+from sluice.proxy.history import History
 from sluice.proxy.limits import Limits
 from sluice.proxy.load import UpstreamLoad
 from sluice.proxy.metrics import ProxyMetrics
@@ -49,6 +50,7 @@ class Proxy:
     active_requests: int = 0
     clock: Callable[[], float] = time.time
     rng: random.Random = field(default_factory=random.Random)
+    history: History = field(default_factory=History)  # what the console shows of the past
     breakers: Breakers = field(init=False)
     load: UpstreamLoad = field(init=False)
     picker: Picker = field(init=False)
@@ -56,7 +58,7 @@ class Proxy:
     _client: UpstreamClient | None = None
 
     def __post_init__(self) -> None:
-        self.breakers = Breakers(on_transition=self._transition)
+        self.breakers = Breakers(on_transition=self._transition, on_record=self.history.attempt)
         self.load = UpstreamLoad(on_change=self._in_flight_moved)
         self.picker = Picker(self.breakers, self.load, self.clock, self.rng)
         self.metrics.table_age.set_function(self.table_age)
@@ -85,6 +87,7 @@ class Proxy:
         if self._client is not None:  # connections to upstreams that are gone
             self._client.prune({t.endpoint for t in table.targets.values()})
         self.breakers.sync(table, self.clock())
+        self.history.keep(table.targets)
         for problem in table.problems:
             log.warning("%s", problem)
         for key, breaker in self.breakers.items():
@@ -99,6 +102,7 @@ class Proxy:
         self.metrics.child(self.metrics.in_flight, key[0], key[1]).inc(change)
 
     def _transition(self, key: Key, transition: Transition) -> None:
+        self.history.transition(key, transition)
         self.metrics.breakers.transition(key[0], key[1], transition)
         self.metrics.breakers.set_state(key[0], key[1], self.breakers.get(key).state)
         log.info(
