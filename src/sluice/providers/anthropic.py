@@ -13,6 +13,11 @@ and ``anthropic_errors``; they are pure functions of dicts and bytes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from sluice.core.ratelimit import ProviderLimits
 from sluice.providers.anthropic_errors import (
     AnthropicVerdict,
     Disposition,
@@ -41,7 +46,7 @@ from sluice.providers.anthropic_stream import (
     OpenAIStreamTranslator,
     StreamFailure,
 )
-from sluice.providers.base import Provider
+from sluice.providers.base import Provider, count
 from sluice.providers.translation import TranslationError, UpstreamFormatError
 
 __all__ = [
@@ -73,6 +78,40 @@ __all__ = [
 
 ANTHROPIC_VERSION = "2023-06-01"
 
-ANTHROPIC = Provider(
+
+def _instant(text: str | None) -> float | None:
+    """An RFC 3339 time (Anthropic's resets) as seconds since the epoch."""
+    if not text or len(text) > 64:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment.timestamp() if moment.tzinfo is not None else None
+
+
+@dataclass(frozen=True)
+class AnthropicProvider(Provider):
+    def rate_limits(self, headers: Mapping[str, str], now: float) -> ProviderLimits | None:
+        """``anthropic-ratelimit-requests-*`` and ``-tokens-*`` (the most restrictive of its
+        token limits; else the lower of the input and output ones), resets in RFC 3339."""
+        prefix = "anthropic-ratelimit-"
+        requests = count(headers.get(prefix + "requests-remaining"))
+        tokens, tokens_reset = count(headers.get(prefix + "tokens-remaining")), "tokens-reset"
+        for kind in ("input-tokens", "output-tokens"):
+            remaining = count(headers.get(f"{prefix}{kind}-remaining"))
+            if remaining is not None and (tokens is None or remaining < tokens):
+                tokens, tokens_reset = remaining, f"{kind}-reset"
+        if requests is None and tokens is None:
+            return None
+        return ProviderLimits(
+            requests_remaining=requests,
+            requests_reset_at=_instant(headers.get(prefix + "requests-reset")),
+            tokens_remaining=tokens,
+            tokens_reset_at=_instant(headers.get(prefix + tokens_reset)),
+        )
+
+
+ANTHROPIC = AnthropicProvider(
     "anthropic", key_header="x-api-key", fixed_headers=(("anthropic-version", ANTHROPIC_VERSION),)
 )
