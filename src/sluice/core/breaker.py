@@ -342,14 +342,7 @@ class CircuitBreaker:
         if self._state is not State.CLOSED or kind is OutcomeKind.IGNORED:
             return  # not evidence about the current automatic state
         slow_calls = policy.slow_calls
-        slow = slow_calls is not None and (
-            (duration is not None and duration >= slow_calls.duration)
-            or (
-                slow_calls.min_output_tokens_per_second is not None
-                and tokens_per_second is not None
-                and tokens_per_second < slow_calls.min_output_tokens_per_second
-            )
-        )
+        slow = slow_calls is not None and slow_calls.is_slow(duration, tokens_per_second)
         if kind is OutcomeKind.SUCCESS:
             self._consecutive = 0
             self._window.add(now, failed=False, slow=slow)

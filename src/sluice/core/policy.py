@@ -140,6 +140,13 @@ class SlowCalls:
     rate_threshold: float = 80.0
     min_output_tokens_per_second: float | None = None
 
+    def is_slow(self, duration: float | None, tokens_per_second: float | None) -> bool:
+        """Whether a call that took ``duration`` (and streamed at ``tokens_per_second``) is."""
+        minimum = self.min_output_tokens_per_second
+        return (duration is not None and duration >= self.duration) or (
+            minimum is not None and tokens_per_second is not None and tokens_per_second < minimum
+        )
+
     def validate(self, prefix: str) -> None:
         _positive(f"{prefix}.duration", self.duration)
         _percent(f"{prefix}.rateThreshold", self.rate_threshold)
