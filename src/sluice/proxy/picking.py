@@ -5,7 +5,8 @@ The stages, named as the Gateway API Inference Extension's scheduler names its o
 1. **candidates** (:meth:`Picker.plan`): the route's targets for the model, then those of its
    fallback models (planned once per model and table, see ``Table.resolve``). None: the model
    is unknown.
-2. **score** (:func:`order`): each route's candidates ordered by its strategy; a sticky
+2. **score** (:func:`order`): each route's candidates ordered by its strategy (Priority and
+   Cheapest read only the table: once per model and table, see ``Table.resolve``); a sticky
    session's upstream first.
 3. **filter** (:meth:`Plan.picks`, each round, right before each attempt): a candidate that
    does not speak the client's API is left out; one at its ``limits.maxConcurrent`` is

@@ -39,8 +39,10 @@ from sluice.resources.status import breaker_view
 
 __all__ = [
     "FORWARDED",
+    "STATIC_ORDERS",
     "Candidate",
     "Key",
+    "Order",
     "Resolved",
     "RetryPlan",
     "RouteEntry",
@@ -71,6 +73,11 @@ class Strategy(StrEnum):
     LEAST_LATENCY = "LeastLatency"
     CHEAPEST = "Cheapest"
     LEAST_BUSY = "LeastBusy"
+
+
+# Strategies whose order depends on the table alone (priorities, costs): a route's candidates
+# are ordered once, when its model's plan is made, not on every request (see Table.resolve).
+STATIC_ORDERS = frozenset({Strategy.PRIORITY, Strategy.CHEAPEST})
 
 
 class WhenAllOpen(StrEnum):
@@ -236,15 +243,21 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Resolved:
-    """A request's route: a label for logs and metrics, and its candidates in order."""
+    """A request's route: a label for logs and metrics, and its candidates in order. Read
+    only: a plan whose order is fixed gives the same one (and list) to every request."""
 
     route: str
     candidates: list[Candidate]
     entry: RouteEntry | None
 
 
-# A model's route label, its route, and its candidates in groups (see Table.resolve).
-_Plan = tuple[str, RouteEntry | None, list[tuple[RouteEntry | None, tuple[Candidate, ...]]]]
+# A model's route label, its route, and its candidates in groups, each with the route that
+# orders it per request (None: in order already); and, when no group is ordered per request,
+# the Resolved itself (see Table.resolve).
+_Groups = list[tuple[RouteEntry | None, tuple[Candidate, ...]]]
+_Plan = tuple[str, RouteEntry | None, _Groups, Resolved | None]
+# The picker's ordering of a route's candidates (picking.order, with what it reads).
+Order = Callable[[RouteEntry | None, list[Candidate]], list[Candidate]]
 
 
 @dataclass
@@ -275,48 +288,43 @@ class Table:
         )
         return globbed[0] if globbed else None
 
-    def resolve(
-        self,
-        model: str,
-        *,
-        order: Callable[[RouteEntry | None, list[Candidate]], list[Candidate]],
-    ) -> Resolved:
+    def resolve(self, model: str, *, order: Order) -> Resolved:
         """Candidates for ``model``: its route's targets (ordered by ``order``), then those of
         its fallback models; without a route, every upstream listing it, cheapest first.
 
         Which routes and targets serve a model is worked out once per model and table (a
-        table is never changed once built); only the ordering runs per request."""
+        table is never changed once built), and so is the order of a route whose strategy
+        reads only the table (STATIC_ORDERS): only the other orderings run per request. A
+        plan with none of those gives the same Resolved every time (never to be changed)."""
         plan = self._plans.get(model)
         if plan is None:
             if len(self._plans) >= PLAN_CACHE_SIZE:  # model names come from clients: bounded
                 self._plans.clear()
-            plan = self._plans[model] = self._plan(model)
-        route, entry, groups = plan
+            plan = self._plans[model] = self._plan(model, order)
+        route, entry, groups, fixed = plan
+        if fixed is not None:
+            return fixed
         candidates: list[Candidate] = []
         for group_route, group in groups:
             candidates.extend(order(group_route, list(group)) if group_route else group)
         return Resolved(route=route, candidates=candidates, entry=entry)
 
-    def _plan(self, model: str) -> _Plan:
+    def _plan(self, model: str, order: Order) -> _Plan:
         """The route label, the route, and groups of candidates in the order resolve() tries
-        them: a route's group is ordered per request; an implicit one is cheapest first."""
+        them: a route's group is ordered per request, or here once (STATIC_ORDERS)."""
         entry = self.route_for(model)
         if entry is None:
-            listed = [
-                Candidate(t, served, model, t.spec.priority, t.spec.weight)
-                for t in self.targets.values()
-                if (served := t.serves(model)) is not None
-            ]
-            listed.sort(key=lambda c: (c.target.cost(model), c.priority, c.target.key))
-            if not listed:
-                return "none", None, []
-            return f"implicit:{model}", None, [(None, tuple(listed))]
-        groups: list[tuple[RouteEntry | None, tuple[Candidate, ...]]] = []
+            return self._implicit(model)
+        groups: _Groups = []
         seen_models = {model}
         queue: list[tuple[str, RouteEntry]] = [(model, entry)]
         while queue:
             requested, route = queue.pop(0)
-            groups.append((route, tuple(self._targets_of(route, requested))))
+            group = self._targets_of(route, requested)
+            if route.strategy in STATIC_ORDERS:
+                groups.append((None, tuple(order(route, group))))
+            else:
+                groups.append((route, tuple(group)))
             for fallback in route.spec.fallback_models or ():
                 if fallback in seen_models:
                     continue  # a cycle through several routes: each model is tried once
@@ -325,8 +333,20 @@ class Table:
                 if fallback_route is not None:
                     queue.append((fallback, fallback_route))
                 else:
-                    groups.extend(self._plan(fallback)[2])
-        return f"{entry.key[0]}/{entry.key[1]}", entry, groups
+                    groups.extend(self._plan(fallback, order)[2])
+        return _fixed(f"{entry.key[0]}/{entry.key[1]}", entry, groups)
+
+    def _implicit(self, model: str) -> _Plan:
+        """A model without a route: every upstream listing it, cheapest first."""
+        listed = [
+            Candidate(t, served, model, t.spec.priority, t.spec.weight)
+            for t in self.targets.values()
+            if (served := t.serves(model)) is not None
+        ]
+        listed.sort(key=lambda c: (c.target.cost(model), c.priority, c.target.key))
+        if not listed:
+            return _fixed("none", None, [])
+        return _fixed(f"implicit:{model}", None, [(None, tuple(listed))])
 
     def _targets_of(self, route: RouteEntry, requested: str) -> list[Candidate]:
         namespace = route.key[0]
@@ -361,6 +381,14 @@ class Table:
                     )
                 )
         return found
+
+
+def _fixed(route: str, entry: RouteEntry | None, groups: _Groups) -> _Plan:
+    """A plan, with its Resolved made once if no group of it is ordered per request."""
+    if any(group_route is not None for group_route, _ in groups):
+        return route, entry, groups, None
+    candidates = [c for _, group in groups for c in group]
+    return route, entry, groups, Resolved(route, candidates, entry)
 
 
 def _labels_match(labels: Mapping[str, str], wanted: Mapping[str, str]) -> bool:

@@ -6,6 +6,8 @@ import random
 from collections import Counter
 from typing import Any
 
+import pytest
+
 from sluice.proxy.load import RoundRobin, UpstreamLoad
 from sluice.proxy.picking import order as picking_order
 from sluice.proxy.table import (
@@ -218,7 +220,7 @@ def test_the_per_model_plan_is_reused_but_the_order_runs_per_request() -> None:
     t = table(
         upstream("a", ["m1"]),
         upstream("b", ["m1"]),
-        route("r", ["m1"], [{"upstream": "a"}, {"upstream": "b"}]),
+        route("r", ["m1"], [{"upstream": "a"}, {"upstream": "b"}], strategy="LeastBusy"),
     )
     calls: list[list[str]] = []
 
@@ -231,6 +233,25 @@ def test_the_per_model_plan_is_reused_but_the_order_runs_per_request() -> None:
 
     assert orders == [["b", "a"], ["a", "b"], ["b", "a"]]
     assert calls == [["a", "b"]] * 3  # every request sees the route's targets afresh
+
+
+@pytest.mark.parametrize("strategy", ["Priority", "Cheapest"])
+def test_an_order_that_reads_only_the_table_is_worked_out_once_per_model(strategy: str) -> None:
+    t = table(
+        upstream("a", ["m1"], priority=2, cost=2),
+        upstream("b", ["m1"], priority=1, cost=1),
+        route("r", ["m1"], [{"upstream": "a"}, {"upstream": "b"}], strategy=strategy),
+    )
+    calls: list[list[str]] = []
+
+    def sort(route: RouteEntry | None, candidates: list[Candidate]) -> list[Candidate]:
+        calls.append(names(candidates))
+        return picking_order(route, candidates, UpstreamLoad(), RoundRobin(), random.Random())
+
+    orders = [names(t.resolve("m1", order=sort).candidates) for _ in range(3)]
+
+    assert orders == [["b", "a"]] * 3
+    assert calls == [["a", "b"]]  # once, when the plan was made
 
 
 def test_the_plan_cache_is_bounded_against_made_up_model_names() -> None:
