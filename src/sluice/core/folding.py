@@ -1,0 +1,98 @@
+"""What the replicas' reports mean to the operator: evidence for the cluster breaker, and the
+cluster's usage of an Upstream over the last minute. Pure.
+
+:func:`feed_breaker` records a report's attempts with the Upstream's cluster breaker, as if
+the operator had made them: successes first, then failures, so failures that replicas report
+one each add up to consecutive failures (the order inside one interval is not known; this
+order never lets a report's own successes hide its failures). Slow ones are recorded with the
+policy's slow duration, after the fast ones (a fast success alone does not make the breaker
+look at its rates). At most :data:`FOLD_LIMIT` attempts per report are fed one by one; past
+it the counts are scaled down with their ratios kept (the rates are what matters at that
+volume), so one report costs bounded CPU whatever it claims.
+
+:class:`UsageMinute` sums requests, tokens and cost in one-second buckets over 60 s: the
+figures ``status.usage`` shows.
+"""
+
+from __future__ import annotations
+
+from sluice.core.breaker import ADMITTED, CircuitBreaker, State
+from sluice.core.outcome import Outcome, OutcomeKind
+from sluice.core.reports import UpstreamUsage
+
+__all__ = ["FOLD_LIMIT", "UsageMinute", "feed_breaker"]
+
+FOLD_LIMIT = 1000
+
+
+def _scaled(usage: UpstreamUsage) -> tuple[int, int, int]:
+    """(successes, failures, slow) to feed, at most FOLD_LIMIT in all."""
+    success, failure, slow = usage.success, usage.failure, usage.slow
+    total = success + failure
+    if total <= FOLD_LIMIT:
+        return success, failure, slow
+    scale = FOLD_LIMIT / total
+    return round(success * scale), round(failure * scale), round(slow * scale)
+
+
+def feed_breaker(breaker: CircuitBreaker, usage: UpstreamUsage, now: float, *, source: str) -> None:
+    """Record the attempts ``usage`` reports (``source``: who saw them, for the message)."""
+    success, failure, slow = _scaled(usage)
+    slow_calls = breaker.policy.slow_calls
+    slow_duration = None if slow_calls is None else slow_calls.duration
+    slow_successes = min(slow, success)
+    slow_failures = min(slow - slow_successes, failure)
+    ok = Outcome(OutcomeKind.SUCCESS, f"reported by {source}")
+    fast = success - slow_successes  # slow ones last: a fast success does not check the rates
+    for i in range(success):
+        breaker.record(ADMITTED, ok, now, duration=slow_duration if i >= fast else None)
+    failed = Outcome(OutcomeKind.FAILURE, f"{usage.last_error or 'a failure'} (seen by {source})")
+    for i in range(failure):
+        if breaker.automatic_state is not State.CLOSED:
+            break  # tripped: the rest are not evidence about Closed any more
+        breaker.record(ADMITTED, failed, now, duration=slow_duration if i < slow_failures else None)
+    limited = min(usage.rate_limited, FOLD_LIMIT)
+    if limited and not breaker.policy.rate_limited_is_failure:
+        limited = 1  # it only holds the upstream off; once says as much as a thousand times
+    throttled = Outcome(OutcomeKind.RATE_LIMITED, f"HTTP 429 (seen by {source})", status=429)
+    for _ in range(limited):
+        breaker.record(ADMITTED, throttled, now)
+
+
+class UsageMinute:
+    """Requests, tokens and cost of the last 60 s, in one-second buckets (fixed memory)."""
+
+    __slots__ = ("_buckets", "_head")
+
+    SECONDS = 60
+
+    def __init__(self) -> None:
+        self._buckets = [[0, 0, 0.0] for _ in range(self.SECONDS)]
+        self._head = -1  # the newest bucket's second; -1: none yet
+
+    def _advance(self, now: float) -> int:
+        second = int(now)
+        if second > self._head:
+            start = max(self._head + 1, second - self.SECONDS + 1)
+            for s in range(start, second + 1):
+                self._buckets[s % self.SECONDS][:] = [0, 0, 0.0]
+            self._head = second
+        return self._head  # a clock that stepped back counts in the newest bucket
+
+    def add(self, now: float, *, requests: int, tokens: int, cost: float) -> None:
+        bucket = self._buckets[self._advance(now) % self.SECONDS]
+        bucket[0] += requests
+        bucket[1] += tokens
+        bucket[2] += cost
+
+    def totals(self, now: float) -> tuple[int, int, float]:
+        """(requests, tokens, cost) of the last 60 s as of ``now``."""
+        self._advance(now)
+        requests = sum(int(b[0]) for b in self._buckets)
+        tokens = sum(int(b[1]) for b in self._buckets)
+        return requests, tokens, sum(float(b[2]) for b in self._buckets)
+
+
+def attempts(usage: UpstreamUsage) -> int:
+    """Attempts the replica made at the upstream in the interval, whatever their outcome."""
+    return usage.success + usage.failure + usage.rate_limited + usage.ignored

@@ -1,0 +1,110 @@
+"""How the operator leader splits one rate limit among the proxy replicas. Pure.
+
+For one Upstream and one limit ``L`` per minute, every live replica claims its *window* (what
+it took in the last 60 s) and its *demand* (what it wanted per minute, over its last report).
+:func:`allocate` gives each replica its share:
+
+- ``share >= window``: a replica is never told it has already overdrawn (it could do nothing
+  about it but stop; its window slides out on its own).
+- the free part, ``L - sum(windows)``, goes first to what replicas want beyond their window,
+  by max-min fairness (water-filling: a replica that needs little gets all it needs, and what
+  it leaves goes to the others), and what nobody wants is split evenly, so an idle replica
+  can start serving before its next report.
+- so the shares add up to ``L`` whenever the windows do not exceed it (after a lowered limit
+  they may: then every share is its window until enough slides out).
+
+:class:`ShareBook` keeps the claims of one limit kind across Upstreams: a replica that has not
+reported for ``stale_after`` seconds leaves, and its share returns to the pool; a changed
+limit applies at the next answer. Allocations are recomputed at most every ``refresh``
+seconds per Upstream (50 replicas reporting 200 limited Upstreams each second would otherwise
+run 10,000 allocations of 50 a second); an answer is never below the replica's latest window.
+
+Deterministic: ties are broken by replica name, never by dict order or chance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+__all__ = ["Claim", "ShareBook", "allocate"]
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    window: float  # taken in the last 60 s
+    demand: float  # wanted per minute
+
+
+def allocate(limit: float, claims: Mapping[str, Claim]) -> dict[str, float]:
+    """Each replica's share of ``limit`` per minute (see the module docstring)."""
+    if not claims:
+        return {}
+    names = sorted(claims)
+    free = max(0.0, limit - sum(claims[n].window for n in names))
+    need = {n: max(0.0, claims[n].demand - claims[n].window) for n in names}
+    given: dict[str, float] = {}
+    left = len(names)
+    for name in sorted(names, key=lambda n: (need[n], n)):  # smallest need first
+        give = min(need[name], free / left)
+        given[name] = give
+        free -= give
+        left -= 1
+    spare = free / len(names)  # what nobody asked for: evenly
+    return {n: claims[n].window + given[n] + spare for n in names}
+
+
+@dataclass(slots=True)
+class _Allocation:
+    limit: float
+    at: float
+    shares: dict[str, float]
+
+
+@dataclass
+class ShareBook:
+    """Claims on one kind of limit (requests, or tokens) for every Upstream, by replica."""
+
+    stale_after: float = 3.0  # seconds without a report before a replica leaves
+    refresh: float = 0.25  # recompute an Upstream's allocation at most this often
+    _claims: dict[object, dict[str, tuple[Claim, float]]] = field(default_factory=dict)
+    _allocations: dict[object, _Allocation] = field(default_factory=dict)
+
+    def claim(self, key: object, replica: str, claim: Claim, now: float) -> None:
+        self._claims.setdefault(key, {})[replica] = (claim, now)
+
+    def share(self, key: object, replica: str, limit: float, now: float) -> float:
+        """``replica``'s share of ``limit`` on ``key``, from claims at most ``refresh`` old.
+        The replica must have claimed on ``key`` (its report comes first)."""
+        claims = self._claims[key]
+        allocation = self._allocations.get(key)
+        if (
+            allocation is None
+            or allocation.limit != limit
+            or now - allocation.at >= self.refresh
+            or replica not in allocation.shares
+        ):
+            self._expire(claims, now)
+            live = {name: claim for name, (claim, _) in claims.items()}
+            allocation = _Allocation(limit, now, allocate(limit, live))
+            self._allocations[key] = allocation
+        return max(allocation.shares[replica], claims[replica][0].window)
+
+    def _expire(self, claims: dict[str, tuple[Claim, float]], now: float) -> None:
+        for name in [n for n, (_, seen) in claims.items() if now - seen > self.stale_after]:
+            del claims[name]
+
+    def forget(self, key: object) -> None:
+        """The Upstream is gone, or no longer has this limit."""
+        self._claims.pop(key, None)
+        self._allocations.pop(key, None)
+
+    def expire(self, now: float) -> None:
+        """Drop replicas that stopped reporting, everywhere (call now and then)."""
+        for key, claims in list(self._claims.items()):
+            self._expire(claims, now)
+            if not claims:
+                self.forget(key)
+
+    def replicas(self, key: object) -> list[str]:
+        return sorted(self._claims.get(key, {}))
