@@ -96,6 +96,15 @@ KINDS = (
                 "Percent of good probes, recently.",
             ),
             _column("P95", ".status.health.latencyMs.p95", "number", "Probe latency p95 (ms)."),
+            _column(
+                "RPM",
+                ".status.usage.requestsPerMinute",
+                "integer",
+                "Requests a minute, all replicas.",
+            ),
+            _column(
+                "TPM", ".status.usage.tokensPerMinute", "integer", "Tokens a minute, all replicas."
+            ),
             _AGE,
             _column("Provider", ".spec.provider", "string", "API spoken.", priority=1),
             _column("URL", ".spec.baseURL", "string", "Base URL.", priority=1),

@@ -523,10 +523,22 @@ class Condition(Schema):
     observed_generation: int | None = None
 
 
+# Written by the operator when a figure moves by a tenth, or to or from zero.
+class Usage(Schema):
+    """All proxy replicas' traffic to this Upstream over the last minute, as they reported it."""
+
+    requests_per_minute: int | None = Field(None, description="Attempts, all replicas.")
+    tokens_per_minute: int | None = Field(None, description="Input and output tokens.")
+    cost_per_hour: float | None = Field(
+        None, description="The last minute's cost at the model entries' prices, times 60."
+    )
+
+
 class UpstreamStatus(Schema):
     observed_generation: int | None = None
     breaker: BreakerStatus | None = None
     health: Health | None = None
+    usage: Usage | None = None
     conditions: list[Condition] | None = Field(
         None,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
