@@ -329,6 +329,20 @@ class Kube:
         except ApiException as e:
             raise _wrap(e) from e
 
+    async def list_events(
+        self, namespace: str, *, kind: str, name: str, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """The Events about one object (``involvedObject``), as plain dicts in the API's
+        field names, at most ``limit`` (the server's order: oldest first)."""
+        selector = f"involvedObject.kind={kind},involvedObject.name={name}"
+        try:
+            result = await self._core.list_namespaced_event(
+                namespace, field_selector=selector, limit=limit
+            )
+        except ApiException as e:
+            raise _wrap(e) from e
+        return [self._api.sanitize_for_serialization(item) for item in result.items or ()]
+
     # -- leases ------------------------------------------------------------------------------
 
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:

@@ -23,6 +23,7 @@ from sluice.proxy.access import AccessError, ClientKeys, HostAllowlist
 from sluice.proxy.accesslog import AccessLog
 from sluice.proxy.admin import AdminActions
 from sluice.proxy.client import UpstreamClient
+from sluice.proxy.console import CLUSTER, console_routes
 from sluice.proxy.handlers import ADMIN_ACTIONS, PROXY, admin_routes, api_routes
 from sluice.proxy.limits import Limits
 from sluice.proxy.state import Proxy
@@ -124,12 +125,15 @@ def _admin_site(
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """A cleanup context serving only the admin endpoints on their own port."""
 
-    async def serve(_: web.Application) -> AsyncIterator[None]:
+    async def serve(main: web.Application) -> AsyncIterator[None]:
         app = web.Application()
         app[PROXY] = proxy
         if admin is not None:
             app[ADMIN_ACTIONS] = admin
+        if CLUSTER in main:  # what the console reads from the cluster, in --kubernetes mode
+            app[CLUSTER] = main[CLUSTER]
         admin_routes(app)
+        console_routes(app)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, host, port).start()
@@ -148,8 +152,8 @@ def create_app(
     admin_host: str = "127.0.0.1",
 ) -> web.Application:
     """The proxy's app. Its cleanup context opens and closes the session to upstreams; add
-    yours after it (they run in order). With ``admin_port`` the /admin endpoints are served on
-    that port only, not on the app's."""
+    yours after it (they run in order). With ``admin_port`` the /admin endpoints and the
+    console (/ui) are served on that port only, not on the app's."""
     app = web.Application(client_max_size=proxy.limits.max_request_bytes)
     app[PROXY] = proxy
     app.cleanup_ctx.append(_client_session)
@@ -160,6 +164,7 @@ def create_app(
         if admin is not None:
             app[ADMIN_ACTIONS] = admin
         admin_routes(app)
+        console_routes(app)  # the console goes where /admin goes
     else:
         app.cleanup_ctx.append(_admin_site(proxy, admin, admin_host, admin_port))
     return app
