@@ -105,9 +105,27 @@ def _operator(args: argparse.Namespace) -> int:
         renew_deadline=args.renew_deadline,
         retry_period=args.retry_period,
         default_policy=args.default_policy,
+        report_port=args.report_port or None,
+        report_address=_report_address(args),
+        report_interval=args.report_interval,
+        report_users=frozenset(args.report_user or [_default_report_user(args)]),
         **({"identity": args.identity} if args.identity else {}),
     )
     return asyncio.run(run(options))
+
+
+def _report_address(args: argparse.Namespace) -> str | None:
+    """Where proxies reach this replica's report port: --report-address, else $POD_IP."""
+    import os
+
+    if args.report_address:
+        return str(args.report_address)
+    pod_ip = os.environ.get("POD_IP")
+    return f"{pod_ip}:{args.report_port}" if pod_ip and args.report_port else None
+
+
+def _default_report_user(args: argparse.Namespace) -> str:
+    return f"system:serviceaccount:{args.lease_namespace}:sluice-proxy"
 
 
 def _add_cluster_scope(parser: argparse.ArgumentParser, *, when: str) -> None:
@@ -163,6 +181,32 @@ def _add_operator(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         "--default-policy",
         default="default",
         help="BreakerPolicy used where an Upstream names none (default: 'default')",
+    )
+    operator.add_argument(
+        "--report-port",
+        type=int,
+        default=9091,
+        help="port proxy replicas report to (POST /v1/reports; 0: off; default: 9091)",
+    )
+    operator.add_argument(
+        "--report-address",
+        default=None,
+        help="host:port at which proxies reach this replica's report port, written on the "
+        "Lease while leading (default: $POD_IP:PORT)",
+    )
+    operator.add_argument(
+        "--report-user",
+        action="append",
+        metavar="USER",
+        help="who may report, as TokenReview names them; repeatable (default: "
+        "system:serviceaccount:<lease namespace>:sluice-proxy)",
+    )
+    operator.add_argument(
+        "--report-interval",
+        type=_seconds,
+        default=1.0,
+        metavar="DURATION",
+        help="how often replicas are told to report (default: 1s)",
     )
     operator.add_argument("-v", "--verbose", action="store_true")
     operator.set_defaults(handler=_operator)

@@ -51,6 +51,7 @@ __all__ = [
     "NotFound",
     "ObjectSource",
     "SecretNotText",
+    "TokenReview",
     "parse_rfc3339",
     "rfc3339",
 ]
@@ -129,6 +130,16 @@ class Connection:
     insecure: bool
 
 
+@dataclass(frozen=True)
+class TokenReview:
+    """The API server's answer about a token: whether it is valid, and whose."""
+
+    authenticated: bool
+    username: str | None
+    audiences: tuple[str, ...] = ()
+    error: str | None = None
+
+
 class Kube:
     """An API client for one cluster. ``async with await Kube.connect(...) as kube:``"""
 
@@ -140,6 +151,7 @@ class Kube:
         self._custom: Any = client.CustomObjectsApi(api)
         self._core: Any = client.CoreV1Api(api)
         self._coordination: Any = client.CoordinationV1Api(api)
+        self._authentication: Any = client.AuthenticationV1Api(api)
 
     @classmethod
     async def connect(cls, kubeconfig: Path | None = None) -> Self:
@@ -372,6 +384,27 @@ class Kube:
         except ApiException as e:
             raise _wrap(e) from e
         return dict(self._api.sanitize_for_serialization(replaced))
+
+    # -- authentication ----------------------------------------------------------------------
+
+    async def review_token(self, token: str, audiences: list[str]) -> TokenReview:
+        """Ask the API server who a bearer token belongs to (TokenReview), for ``audiences``."""
+        body: Any = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": token, "audiences": audiences},
+        }
+        try:
+            result = await self._authentication.create_token_review(body)
+        except ApiException as e:
+            raise _wrap(e) from e
+        status = self._api.sanitize_for_serialization(result).get("status") or {}
+        return TokenReview(
+            authenticated=bool(status.get("authenticated")),
+            username=(status.get("user") or {}).get("username"),
+            audiences=tuple(status.get("audiences") or ()),
+            error=status.get("error"),
+        )
 
 
 # -- informers -----------------------------------------------------------------------------------

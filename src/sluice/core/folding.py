@@ -20,7 +20,7 @@ from sluice.core.breaker import ADMITTED, CircuitBreaker, State
 from sluice.core.outcome import Outcome, OutcomeKind
 from sluice.core.reports import UpstreamUsage
 
-__all__ = ["FOLD_LIMIT", "UsageMinute", "feed_breaker"]
+__all__ = ["FOLD_LIMIT", "UsageMinute", "attempts", "feed_breaker"]
 
 FOLD_LIMIT = 1000
 
@@ -60,37 +60,46 @@ def feed_breaker(breaker: CircuitBreaker, usage: UpstreamUsage, now: float, *, s
 
 
 class UsageMinute:
-    """Requests, tokens and cost of the last 60 s, in one-second buckets (fixed memory)."""
+    """Requests, tokens and cost of the last 60 s, in one-second buckets with running totals:
+    fixed memory, and reading the totals costs nothing (the operator reads them per report)."""
 
-    __slots__ = ("_buckets", "_head")
+    __slots__ = ("_buckets", "_head", "cost", "requests", "tokens")
 
     SECONDS = 60
 
     def __init__(self) -> None:
         self._buckets = [[0, 0, 0.0] for _ in range(self.SECONDS)]
         self._head = -1  # the newest bucket's second; -1: none yet
+        self.requests = 0
+        self.tokens = 0
+        self.cost = 0.0
 
-    def _advance(self, now: float) -> int:
+    def advance(self, now: float) -> int:
+        """Forget the seconds that left the window at ``now``; the current bucket's second."""
         second = int(now)
         if second > self._head:
-            start = max(self._head + 1, second - self.SECONDS + 1)
-            for s in range(start, second + 1):
-                self._buckets[s % self.SECONDS][:] = [0, 0, 0.0]
+            for s in range(max(self._head + 1, second - self.SECONDS + 1), second + 1):
+                bucket = self._buckets[s % self.SECONDS]
+                self.requests -= int(bucket[0])
+                self.tokens -= int(bucket[1])
+                self.cost = max(0.0, self.cost - bucket[2])  # float drift never goes below 0
+                bucket[:] = [0, 0, 0.0]
             self._head = second
         return self._head  # a clock that stepped back counts in the newest bucket
 
     def add(self, now: float, *, requests: int, tokens: int, cost: float) -> None:
-        bucket = self._buckets[self._advance(now) % self.SECONDS]
+        bucket = self._buckets[self.advance(now) % self.SECONDS]
         bucket[0] += requests
         bucket[1] += tokens
         bucket[2] += cost
+        self.requests += requests
+        self.tokens += tokens
+        self.cost += cost
 
     def totals(self, now: float) -> tuple[int, int, float]:
         """(requests, tokens, cost) of the last 60 s as of ``now``."""
-        self._advance(now)
-        requests = sum(int(b[0]) for b in self._buckets)
-        tokens = sum(int(b[1]) for b in self._buckets)
-        return requests, tokens, sum(float(b[2]) for b in self._buckets)
+        self.advance(now)
+        return self.requests, self.tokens, self.cost
 
 
 def attempts(usage: UpstreamUsage) -> int:

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sluice.kube import Kube
 from sluice.operator.leader import LeadershipLost, LeaseElector
 from sluice.operator.metrics import OperatorMetrics
+from sluice.operator.reports import (
+    ADDRESS_ANNOTATION,
+    ReportBook,
+    ReportEndpoint,
+    TokenCheck,
+    serve_reports,
+)
 from sluice.operator.worker import Context, PolicyBook, UpstreamWorker
 from sluice.resources import Ref
 from sluice.resources.models import GROUP, VERSION
@@ -49,6 +57,14 @@ class OperatorOptions:
     identity: str = f"{socket.gethostname()}-{os.getpid()}"
     default_policy: str = "default"
     secret_ttl: float = 60.0
+    # The report endpoint (None: off). Its address as proxies reach this pod (host:port),
+    # written on the Lease while leading, so a standby can send a replica there.
+    report_port: int | None = 9091
+    report_host: str = "0.0.0.0"  # noqa: S104 - the proxies reach it on the Pod's IP
+    report_address: str | None = None
+    report_interval: float = 1.0
+    # Who may report: the proxy's ServiceAccount, as TokenReview names it.
+    report_users: frozenset[str] = frozenset({"system:serviceaccount:default:sluice-proxy"})
 
 
 class Operator:
@@ -162,23 +178,57 @@ async def run(options: OperatorOptions) -> int:
                 lease_duration=options.lease_duration,
                 renew_deadline=options.renew_deadline,
                 retry_period=options.retry_period,
+                annotations={ADDRESS_ANNOTATION: options.report_address}
+                if options.report_address
+                else {},
             )
-            acquiring = asyncio.create_task(elector.acquire())
-            stopping = asyncio.create_task(shutdown.wait())
-            await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if not acquiring.done():
-                acquiring.cancel()
-                return 0
-            stopping.cancel()
-            acquiring.result()
-            metrics.leader.set(1)
-            try:
-                return await _lead(options, kube, elector, metrics, shutdown)
-            finally:
-                metrics.leader.set(0)
-                await elector.release()
+            reports = ReportEndpoint(TokenCheck(kube, options.report_users), elector, metrics)
+            async with _reports_served(reports, options):
+                return await _elect_and_lead(
+                    options, kube, elector, metrics, reports=reports, shutdown=shutdown
+                )
     finally:
         await metrics_runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def _reports_served(reports: ReportEndpoint, options: OperatorOptions) -> AsyncIterator[None]:
+    """The report endpoint, on every replica (a standby says who leads), while inside."""
+    if options.report_port is None:
+        yield
+        return
+    runner = await serve_reports(reports, options.report_host, options.report_port)
+    try:
+        yield
+    finally:
+        await runner.cleanup()
+
+
+async def _elect_and_lead(
+    options: OperatorOptions,
+    kube: Kube,
+    elector: LeaseElector,
+    metrics: OperatorMetrics,
+    *,
+    reports: ReportEndpoint,
+    shutdown: asyncio.Event,
+) -> int:
+    """Wait for the Lease (0 if shut down first), then lead until the end."""
+    acquiring = asyncio.create_task(elector.acquire())
+    stopping = asyncio.create_task(shutdown.wait())
+    await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not acquiring.done():
+        acquiring.cancel()
+        return 0
+    stopping.cancel()
+    acquiring.result()
+    metrics.leader.set(1)
+    try:
+        return await _lead(options, kube, elector, metrics, reports=reports, shutdown=shutdown)
+    finally:
+        reports.book = None
+        metrics.leader.set(0)
+        await elector.release()
 
 
 async def _lead(
@@ -186,6 +236,8 @@ async def _lead(
     kube: Kube,
     elector: LeaseElector,
     metrics: OperatorMetrics,
+    *,
+    reports: ReportEndpoint,
     shutdown: asyncio.Event,
 ) -> int:
     async with aiohttp.ClientSession() as session:
@@ -203,6 +255,9 @@ async def _lead(
             namespace, name = Ref.of(policy)
             ctx.policies.put(namespace, name, policy.get("spec") or {})
         operator = Operator(ctx)
+        reports.book = ReportBook(
+            operator.workers, options.identity, interval=options.report_interval
+        )
         stop_flag = asyncio.Event()
         kopf_task = await _start_kopf(operator, kube, options, stop_flag)
         _handle_signals(shutdown)

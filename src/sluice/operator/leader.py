@@ -48,9 +48,28 @@ class LeaseElector:
     retry_period: float = 2.0
     monotonic: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
+    # Written on the Lease while this replica holds it: how to reach the leader (its report
+    # endpoint's address), so a standby can tell a proxy replica where to go.
+    annotations: dict[str, str] = field(default_factory=dict)
     _observed: tuple[Any, ...] | None = field(default=None, repr=False)
     _observed_at: float = field(default=0.0, repr=False)
     _lease: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def holder(self) -> str | None:
+        """Who holds the Lease, as last read (None: nobody, or not read yet)."""
+        return ((self._lease or {}).get("spec") or {}).get("holderIdentity") or None
+
+    def holder_annotation(self, key: str) -> str | None:
+        """An annotation the holder wrote on the Lease, as last read."""
+        metadata = (self._lease or {}).get("metadata") or {}
+        return (metadata.get("annotations") or {}).get(key)
+
+    def _metadata(self, lease: dict[str, Any]) -> dict[str, Any]:
+        metadata = dict(lease.get("metadata") or {})
+        if self.annotations:
+            metadata["annotations"] = {**(metadata.get("annotations") or {}), **self.annotations}
+        return metadata
 
     async def acquire(self) -> None:
         """Wait until this replica holds the Lease."""
@@ -128,7 +147,9 @@ class LeaseElector:
             new_spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
         try:
             self._lease = await self.kube.replace_lease(
-                self.namespace, self.name, {**lease, "spec": new_spec}
+                self.namespace,
+                self.name,
+                {**lease, "metadata": self._metadata(lease), "spec": new_spec},
             )
         except Conflict:  # someone renewed or took it between our read and write
             return False
@@ -138,7 +159,9 @@ class LeaseElector:
         return {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
-            "metadata": {"name": self.name, "namespace": self.namespace},
+            "metadata": self._metadata(
+                {"metadata": {"name": self.name, "namespace": self.namespace}}
+            ),
             "spec": {
                 "holderIdentity": self.identity,
                 "leaseDurationSeconds": round(self.lease_duration),

@@ -41,4 +41,11 @@ class OperatorMetrics:
             "Upstreams this operator is managing.",
             registry=self.registry,
         )
+        self.reports = Counter(
+            "sluice_operator_reports_total",
+            "Proxy replicas' reports by result (accepted, not_leader, invalid, unauthenticated, "
+            "forbidden, unavailable).",
+            ["result"],
+            registry=self.registry,
+        )
         self.breakers = BreakerMetrics(self.registry, "operator")

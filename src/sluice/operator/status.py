@@ -24,6 +24,7 @@ from sluice.resources.models import (
     LatencyMs,
     ProbeResult,
     UpstreamStatus,
+    Usage,
 )
 from sluice.resources.status import read_status, status_patch
 from sluice.resources.times import epoch_or_none, rfc3339
@@ -34,10 +35,12 @@ __all__ = [
     "build_status",
     "health_moved",
     "snapshot_from_status",
+    "usage_moved",
     "visible",
 ]
 
 HEALTH_REFRESH_SECONDS = 60.0
+USAGE_REFRESH_SECONDS = 5.0  # usage figures on their own: at most this often per upstream
 P95_FLOOR_MS = 25.0
 
 
@@ -63,6 +66,7 @@ def build_status(
     generation: int | None,
     previous_conditions: list[dict[str, Any]],
     now: float,
+    usage: Usage | None = None,
 ) -> dict[str, Any]:
     """The status patch (the models' JSON: ``None`` where a field has no value, so the merge
     patch deletes it). ``effective`` is what users see: ``core.effective_state`` of the
@@ -85,6 +89,7 @@ def build_status(
         observed_generation=generation,
         breaker=_breaker(snapshot, effective, policy_name, last_reset),
         health=_health(history),
+        usage=usage,
         conditions=[_since(c, previous_conditions, now) for c in (ready, available)],
     )
     return status_patch(status)
@@ -188,6 +193,20 @@ def health_moved(before: dict[str, Any] | None, after: dict[str, Any]) -> bool:
         and new_p is not None
         and abs(new_p - old_p) > max(0.5 * old_p, P95_FLOOR_MS)
     )
+
+
+def usage_moved(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> bool:
+    """Whether usage figures moved enough to be written on their own: by more than a tenth,
+    or to or from zero (so "no traffic any more" is written too)."""
+    if after is None:
+        return False
+    if before is None:
+        return True
+    for key in ("requestsPerMinute", "tokensPerMinute", "costPerHour"):
+        old, new = before.get(key) or 0, after.get(key) or 0
+        if (old == 0) != (new == 0) or abs(new - old) > 0.1 * old:
+            return True
+    return False
 
 
 def snapshot_from_status(status: Mapping[str, Any] | None) -> BreakerSnapshot | None:

@@ -30,21 +30,33 @@ from sluice.core import (
     Transition,
     effective_state,
 )
+from sluice.core.folding import UsageMinute, attempts, feed_breaker
 from sluice.core.policy import parse_duration
+from sluice.core.reports import UpstreamUsage
 from sluice.kube import Kube, KubeError, NotFound
 from sluice.operator.health import ProbeHistory, ProbeRecord
 from sluice.operator.metrics import OperatorMetrics
 from sluice.operator.status import (
     HEALTH_REFRESH_SECONDS,
+    USAGE_REFRESH_SECONDS,
     Readiness,
     build_status,
     health_moved,
     snapshot_from_status,
+    usage_moved,
     visible,
 )
 from sluice.probe import probe
 from sluice.resources import RESET_ANNOTATION, describe
-from sluice.resources.models import API_VERSION, GROUP, VERSION, BreakerPolicySpec, UpstreamSpec
+from sluice.resources.models import (
+    API_VERSION,
+    GROUP,
+    VERSION,
+    BreakerPolicySpec,
+    Limits,
+    UpstreamSpec,
+    Usage,
+)
 from sluice.resources.times import rfc3339
 
 __all__ = ["Context", "PolicyBook", "UpstreamWorker", "WriteBudget"]
@@ -155,6 +167,11 @@ class UpstreamWorker:
         with contextlib.suppress(KeyError, TypeError):
             self._last_visible = visible(status)
         self._last_health = status.get("health")
+        # Usage from the replicas' reports; until the first one, what status already says.
+        self.usage = UsageMinute()
+        self._reported = False
+        self._last_usage: dict[str, Any] | None = status.get("usage")
+        self._last_usage_write = -math.inf
         now = ctx.clock()
         self._resolve_policy()
         snapshot = snapshot_from_status(status)
@@ -232,6 +249,38 @@ class UpstreamWorker:
         self._policy = policy
         return changed
 
+    @property
+    def limits(self) -> Limits | None:
+        return None if self._spec is None else self._spec.limits
+
+    def take_report(self, usage: UpstreamUsage, now: float, *, source: str) -> None:
+        """What a proxy replica (``source``) saw: evidence for the cluster breaker, and usage.
+        A transition wakes the worker at once, so the trip is written and reaches every
+        replica through the watch without waiting for anything else."""
+        before = len(self._transitions)
+        feed_breaker(self.breaker, usage, now, source=source)
+        self.usage.add(
+            now,
+            requests=attempts(usage),
+            tokens=usage.input_tokens + usage.output_tokens,
+            cost=usage.cost,
+        )
+        first = not self._reported
+        self._reported = True
+        if first or len(self._transitions) != before:
+            self._wake.set()
+
+    def _usage(self, now: float) -> Usage | None:
+        """status.usage as of now: the last minute of reports, all replicas together."""
+        if not self._reported:
+            return None if self._last_usage is None else Usage.model_validate(self._last_usage)
+        requests, tokens, cost = self.usage.totals(now)
+        return Usage(
+            requests_per_minute=requests,
+            tokens_per_minute=tokens,
+            cost_per_hour=round(cost * 60, 6),
+        )
+
     # -- the task ------------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -257,6 +306,8 @@ class UpstreamWorker:
             wake_at = min(self._next_probe, self.breaker.next_deadline() or math.inf)
             if retry:
                 wake_at = min(wake_at, now + _RETRY_WRITE_SECONDS)
+            if self._reported:  # usage moves with time too: look at it now and then
+                wake_at = min(wake_at, now + USAGE_REFRESH_SECONDS)
             delay = min(max(wake_at - now, 0.0), _MAX_SLEEP_SECONDS)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
@@ -388,12 +439,18 @@ class UpstreamWorker:
             generation=(self._body.get("metadata") or {}).get("generation"),
             previous_conditions=self._conditions,
             now=now,
+            usage=self._usage(now),
         )
 
     def _not_worth_writing(self, status: dict[str, Any], now: float) -> bool:
         """Nothing a user sees changed, and the health figures are not due (or the shared
         budget has no write for them now)."""
         if visible(status) != self._last_visible:
+            return False
+        usage_due = usage_moved(self._last_usage, status["usage"]) and (
+            self._last_usage is None or now - self._last_usage_write >= USAGE_REFRESH_SECONDS
+        )
+        if usage_due and (self._last_usage is None or self.ctx.health_writes.take(now)):
             return False
         first_figures = (self._last_health or {}).get("availability") is None and (
             status["health"]["availability"] is not None
@@ -422,5 +479,7 @@ class UpstreamWorker:
         self._last_visible = visible(status)
         self._last_health = status["health"]
         self._last_health_write = now
+        if status["usage"] != self._last_usage:
+            self._last_usage, self._last_usage_write = status["usage"], now
         self._conditions = status["conditions"]
         return True
