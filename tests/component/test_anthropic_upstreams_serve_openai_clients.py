@@ -95,7 +95,10 @@ async def test_a_stream_from_anthropic_reaches_the_openai_sdk_and_is_counted(
     assert text.strip()
     assert chunks[-1].choices[0].finish_reason == "stop"
     metrics = await (await via_claude.client.get("/metrics")).text()
-    assert 'sluice_tokens_total{kind="output",namespace="default",upstream="claude"}' in metrics
+    assert (
+        'sluice_tokens_total{kind="output",model="m1",namespace="default",upstream="claude"}'
+        in metrics
+    )
 
 
 async def test_tools_round_trip_through_anthropic(via_claude: Gateway) -> None:

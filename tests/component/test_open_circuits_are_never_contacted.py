@@ -114,6 +114,7 @@ async def test_health_goes_ok_degraded_unhealthy(gateway: Gateway) -> None:
             "state": "closed",
             "failures": 0,
             "forced": False,
+            "usage": {"requestsPerMinute": 0, "tokensPerMinute": 0, "costPerHour": 0.0},
         },
         {
             "name": "secondary",
@@ -121,6 +122,7 @@ async def test_health_goes_ok_degraded_unhealthy(gateway: Gateway) -> None:
             "state": "closed",
             "failures": 0,
             "forced": False,
+            "usage": {"requestsPerMinute": 0, "tokensPerMinute": 0, "costPerHour": 0.0},
         },
     ]
 

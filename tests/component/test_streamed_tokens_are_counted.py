@@ -8,7 +8,9 @@ from tests.component.conftest import Gateway, MakeGateway
 
 async def tokens(gateway: Gateway, kind: str) -> float:
     text = await (await gateway.client.get("/metrics")).text()
-    prefix = f'sluice_tokens_total{{kind="{kind}",namespace="default",upstream="primary"}} '
+    prefix = (
+        f'sluice_tokens_total{{kind="{kind}",model="m1",namespace="default",upstream="primary"}} '
+    )
     lines = [line for line in text.splitlines() if line.startswith(prefix)]
     return float(lines[0].removeprefix(prefix)) if lines else 0.0
 

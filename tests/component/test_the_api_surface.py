@@ -31,7 +31,10 @@ async def test_metrics_count_requests_attempts_failovers_and_tokens(gateway: Gat
         in text
     )
     assert 'sluice_failovers_total{route="default/m1"} 1.0' in text
-    assert 'sluice_tokens_total{kind="output",namespace="default",upstream="secondary"} 4.0' in text
+    assert (
+        'sluice_tokens_total{kind="output",model="m1",namespace="default",upstream="secondary"} 4.0'
+        in text
+    )
     assert (
         'sluice_breaker_state{component="proxy",namespace="default",state="Closed",upstream="primary"} 1.0'
         in text

@@ -8,7 +8,7 @@ from tests.component.conftest import Gateway
 
 async def tokens(gateway: Gateway, upstream: str) -> float:
     text = await (await gateway.client.get("/metrics")).text()
-    prefix = f'sluice_tokens_total{{kind="output",namespace="default",upstream="{upstream}"}} '
+    prefix = f'sluice_tokens_total{{kind="output",model="m1",namespace="default",upstream="{upstream}"}} '
     lines = [line for line in text.splitlines() if line.startswith(prefix)]
     return float(lines[0].removeprefix(prefix)) if lines else 0.0
 

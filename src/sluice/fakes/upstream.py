@@ -66,7 +66,11 @@ class FakeUpstream:
     default_status: int | None = None  # every unsteered request gets this status
     flaky: float = 0.0  # this fraction of unsteered requests fail with 503 (for demos)
     fail_next: int = 0  # the next this-many unsteered requests fail with 503
+    # The provider's own limit, as OpenAI keeps one: every answer says what is left in
+    # x-ratelimit-*-requests, and a request past it gets 429 (as the real API answers).
+    requests_per_minute: int | None = None
     seen: list[SeenRequest] = field(default_factory=list)
+    _admitted: list[float] = field(default_factory=list, repr=False)
     _runner: web.AppRunner | None = field(default=None, repr=False)
 
     @property
@@ -85,6 +89,7 @@ class FakeUpstream:
         app.router.add_post("/v1/completions", self._chat)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_post("/v1/responses", self._responses)
+        app.on_response_prepare.append(self._rate_limit_headers)
         return app
 
     async def start(self) -> None:
@@ -134,6 +139,12 @@ class FakeUpstream:
                 query=dict(request.query),
             )
         )
+        if self._over_limit(request):
+            return web.json_response(
+                {"error": {"message": f"Rate limit reached for requests on fake {self.name}",
+                           "type": "requests", "param": None, "code": "rate_limit_exceeded"}},
+                status=429, headers={"Retry-After": "1"},
+            )  # fmt: skip
         if delay := self._steer(request, "x-fake-delay"):
             await asyncio.sleep(float(delay))
         if self._steer(request, "x-fake-reset") and request.transport is not None:
@@ -149,6 +160,28 @@ class FakeUpstream:
         if code is None or code < 400:
             return None
         return self._error(request, code)
+
+    def _over_limit(self, request: web.Request) -> bool:
+        """Count an API request against ``requests_per_minute``; whether it is past it."""
+        if self.requests_per_minute is None or request.path == "/v1/models":
+            return False
+        now = time.monotonic()
+        self._admitted = [t for t in self._admitted if now - t < 60]
+        if len(self._admitted) >= self.requests_per_minute:
+            return True
+        self._admitted.append(now)
+        return False
+
+    async def _rate_limit_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        limit = self.requests_per_minute
+        if limit is None or request.path == "/v1/models":
+            return
+        now = time.monotonic()
+        window = [t for t in self._admitted if now - t < 60]
+        reset = 0.0 if not window else 60 - (now - window[0])
+        response.headers["x-ratelimit-limit-requests"] = str(limit)
+        response.headers["x-ratelimit-remaining-requests"] = str(max(0, limit - len(window)))
+        response.headers["x-ratelimit-reset-requests"] = f"{reset:.3f}s"
 
     def _error(self, request: web.Request, code: int) -> web.Response:
         """The answer to a request steered (or defaulted) to fail with ``code``."""

@@ -45,7 +45,9 @@ from sluice.proxy.limits import Limits
 from sluice.proxy.load import UpstreamLoad
 from sluice.proxy.metrics import ProxyMetrics
 from sluice.proxy.picking import Pick
+from sluice.proxy.quotas import RateLimits
 from sluice.proxy.table import Target
+from sluice.proxy.usage import UsageLedger
 
 log = logging.getLogger("sluice.proxy")
 
@@ -162,7 +164,10 @@ class Call:
     metrics: ProxyMetrics
     limits: Limits
     clock: Callable[[], float]
+    usage: UsageLedger
+    rate_limits: RateLimits
     attempts: list[Attempt] = field(default_factory=list)
+    cost: float | None = None  # what the answer cost (for x-sluice-cost), once known
     # A stream asks the upstream for its usage; whether the client had asked too.
     usage_asked: bool = field(init=False)
     _upstream_body: dict[str, Any] = field(init=False)
@@ -214,6 +219,9 @@ async def attempt(call: Call, pick: Pick, per_try: float | None) -> Result:
             return recorder.failed(e)
         async with upstream:
             recorder.headers_at = time.perf_counter()
+            said = target.provider.rate_limits(upstream.headers, call.clock())
+            if said is not None:  # the provider's own count: route away before it says 429
+                call.rate_limits.heed(target, said, call.clock())
             if upstream.status >= 300 or not call.stream:
                 return await _buffered(call, upstream, recorder, codec)
             return await _streamed(call, upstream, recorder, codec)
@@ -265,29 +273,44 @@ async def _buffered(call: Call, upstream: Response, recorder: _Recorder, codec: 
         except UpstreamFormatError as e:
             return recorder.failed(UpstreamError(ErrorKind.PROTOCOL, str(e)))
         headers = {**headers, "content-type": "application/json"}
+    if outcome.kind is OutcomeKind.SUCCESS:
+        _count_tokens(call, recorder, body)
     recorder.finish(outcome, first_byte=recorder.headers_at)
     reply = Reply(status, body, headers)
-    if outcome.kind is OutcomeKind.SUCCESS:
-        _count_tokens(call, target, body)
     if outcome.kind in (OutcomeKind.SUCCESS, OutcomeKind.IGNORED):
         return Answered(reply)
     return Failed(reply)
 
 
-def _count_tokens(call: Call, target: Target, body: bytes) -> None:
+def _count_tokens(call: Call, recorder: _Recorder, body: bytes) -> None:
     """Token usage (see usage_tokens) into the log record and the metric."""
     tokens = usage_tokens(body)
     if tokens is not None:
-        _count(call, target, tokens)
+        _count(call, recorder, tokens)
 
 
-def _count(call: Call, target: Target, tokens: dict[str, int | None]) -> None:
-    call.record["tokens"] = tokens
+def _count(call: Call, recorder: _Recorder, tokens: dict[str, int | None]) -> None:
+    """An answer's usage: the log record, the metrics, the ledger, and its cost at the model
+    entry's prices (the access log's ``cost``, x-sluice-cost)."""
+    candidate = recorder.pick.candidate
+    target, model = candidate.target, candidate.requested
     namespace, name = target.key
     metrics = call.metrics
-    for kind, count in tokens.items():
+    input_tokens, output_tokens = tokens.get("input") or 0, tokens.get("output") or 0
+    input_price, output_price = target.prices(model)
+    cost = (input_tokens * input_price + output_tokens * output_price) / 1_000_000
+    call.record["tokens"] = tokens
+    call.record["cost"] = call.cost = round(cost, 9)
+    recorder.tokens_used = input_tokens + output_tokens
+    for kind, count in (("input", input_tokens), ("output", output_tokens)):
         if count:
-            metrics.child(metrics.tokens, namespace, name, kind).inc(count)
+            metrics.child(metrics.tokens, namespace, name, model, kind).inc(count)
+    if cost:
+        metrics.child(metrics.cost, namespace, name, model).inc(cost)
+    call.usage.tokens(
+        target.key, model, input_tokens=input_tokens, output_tokens=output_tokens, cost=cost,
+        now=call.clock(),
+    )  # fmt: skip
 
 
 async def _streamed(call: Call, upstream: Response, recorder: _Recorder, codec: Codec) -> Result:
@@ -366,7 +389,7 @@ async def _relay(
         if ended and (rest := stream.finish()):
             await _write(call, response, rest, recorder)
         if stream.usage is not None:
-            _count(call, target, stream.usage)
+            _count(call, recorder, stream.usage)
             recorder.stream_rate(stream.usage.get("output"))
         outcome = _stream_end(stream.error, target, first, codec)
     failure = stream.error
@@ -439,6 +462,7 @@ class _Recorder:
         self.finished = False
         self.first_byte_at = 0.0  # a stream's first byte (time.perf_counter())
         self.tokens_per_second: float | None = None  # a stream's output rate after it
+        self.tokens_used: int | None = None  # what the upstream's usage said, if it did
         self.attempt = Attempt(upstream=pick.candidate.target.name)
         call.attempts.append(self.attempt)
         timeouts = pick.candidate.target.timeouts
@@ -493,6 +517,22 @@ class _Recorder:
         headers = {"content-type": "application/json", "retry-after": "1"}
         return Failed(Reply(status, orjson.dumps(body), headers), final=True)
 
+    def _account(self, outcome: Outcome, ttft: float | None, now: float) -> None:
+        """The ledger's count for the operator, and the rate-limit reservation settled: to
+        the usage if the upstream said it, else the estimate for an answer (a stream cut
+        before its usage still used tokens) and nothing for a failure."""
+        target, kind = self.pick.candidate.target, outcome.kind
+        slow_calls = target.policy.slow_calls
+        duration = ttft if ttft is not None else self.attempt.ms / 1000
+        slow = slow_calls is not None and slow_calls.is_slow(duration, self.tokens_per_second)
+        self.call.usage.attempt(target.key, kind, slow=slow, detail=outcome.detail, now=now)
+        reservation = self.pick.reservation
+        if reservation is not None:
+            used = self.tokens_used
+            if used is None:
+                used = reservation.tokens if kind is OutcomeKind.SUCCESS else 0
+            self.call.rate_limits.settle(target.key, reservation, used, now)
+
     def finish(self, outcome: Outcome, *, first_byte: float | None = None) -> None:
         if self.finished:
             return
@@ -507,10 +547,12 @@ class _Recorder:
             attempt.error = outcome.detail
             generic = outcome.error
             attempt.summary = outcome.detail if generic is None else classify_error(generic).detail
+        now = call.clock()
         call.breakers.record(
-            target, self.pick.permit, outcome, call.clock(), ttft,
+            target, self.pick.permit, outcome, now, ttft,
             tokens_per_second=self.tokens_per_second,
         )  # fmt: skip
+        self._account(outcome, ttft, now)
         namespace, name = target.key
         metrics = call.metrics
         metrics.child(metrics.attempts, namespace, name, outcome.kind.value).inc()

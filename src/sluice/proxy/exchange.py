@@ -97,6 +97,8 @@ class Exchange:
         plan = self.plan
         if plan.unsupported == len(plan.candidates):
             return self._unsupported()
+        if plan.limited and not plan.skipped:
+            return self._rate_limited()
         if plan.busy and not plan.skipped:
             return self._all_busy()
         pick = plan.anyway()
@@ -117,6 +119,21 @@ class Exchange:
             f"every circuit for this model is open ({names}); no upstream was contacted; "
             f"retry in {wait}s",
             "circuit_open",
+            headers={"Retry-After": str(wait), "x-sluice-attempts": "0"},
+        )
+
+    def _rate_limited(self) -> web.Response:
+        """Every candidate that could serve is at its rate limit (or busy): 429, nobody
+        contacted; Retry-After when the soonest one has room again."""
+        plan, metrics = self.plan, self.call.metrics
+        wait = retry_after(plan.limit_frees_in())
+        metrics.child(metrics.limit_rejections, plan.route).inc()
+        names = ", ".join(sorted({c.target.name for c in plan.candidates}))
+        return error_response(
+            429,
+            f"every upstream for this model is at its rate limit ({names}); no upstream was "
+            f"contacted; retry in {wait}s",
+            "rate_limited",
             headers={"Retry-After": str(wait), "x-sluice-attempts": "0"},
         )
 
@@ -163,4 +180,6 @@ class Exchange:
         headers["x-sluice-attempts"] = str(len(self.call.attempts))
         if upstream is not None:
             headers["x-sluice-upstream"] = upstream
+            if self.call.cost is not None:
+                headers["x-sluice-cost"] = f"{self.call.cost:.9g}"
         return web.Response(status=reply.status, body=reply.body, headers=headers)

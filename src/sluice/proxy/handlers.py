@@ -25,6 +25,7 @@ from sluice.proxy.answers import error_response, in_client_shape, write_bounded
 from sluice.proxy.attempt import Call
 from sluice.proxy.exchange import Exchange
 from sluice.proxy.intake import client_refusal, host_refusal, parse_body, read_body
+from sluice.proxy.quotas import estimate_tokens
 from sluice.proxy.state import Proxy
 from sluice.resources import Ref
 
@@ -127,10 +128,13 @@ async def _serve(
     else:
         stream = bool(body.get("stream")) and request.path in STREAMABLE
         record.update(model=body["model"], stream=stream)
-        plan = proxy.picker.plan(proxy.table, body["model"], request.headers, api=request.path)
+        tokens = estimate_tokens(body, raw) if proxy.rate_limits.has_token_limits else 0
+        plan = proxy.picker.plan(
+            proxy.table, body["model"], request.headers, api=request.path, tokens=tokens
+        )
         call = Call(
             request, body, raw, stream, record, proxy.client, proxy.breakers, proxy.load,
-            proxy.metrics, proxy.limits, proxy.clock,
+            proxy.metrics, proxy.limits, proxy.clock, proxy.usage, proxy.rate_limits,
         )  # fmt: skip
         response, route = await Exchange(call, plan).run(), plan.route
     if not response.prepared:
@@ -192,6 +196,8 @@ async def handle_health(request: web.Request) -> web.Response:
                 "state": _STATE_NAMES[state],
                 "failures": breaker.failures,
                 "forced": target.override is not None,
+                "usage": proxy.usage.view(key, now),
+                **proxy.rate_limits.view(key, now),
             }
         )
         proxy.metrics.breakers.set_state(key[0], key[1], state)

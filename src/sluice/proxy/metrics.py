@@ -61,8 +61,33 @@ class ProxyMetrics:
         )
         self.tokens = Counter(
             "sluice_tokens_total",
-            "Tokens reported by upstreams (usage), by kind (input, output).",
-            ["namespace", "upstream", "kind"],
+            "Tokens reported by upstreams (usage), by model and kind (input, output).",
+            ["namespace", "upstream", "model", "kind"],
+            registry=self.registry,
+        )
+        self.cost = Counter(
+            "sluice_cost_total",
+            "What answers cost at their Upstream model entries' prices (spec.models[].cost).",
+            ["namespace", "upstream", "model"],
+            registry=self.registry,
+        )
+        self.limit_skips = Counter(
+            "sluice_rate_limit_skips_total",
+            "Times an upstream was passed over because its rate limit (this replica's share, or "
+            "the provider's own headers) had no room for the request.",
+            ["namespace", "upstream"],
+            registry=self.registry,
+        )
+        self.limit_rejections = Counter(
+            "sluice_rate_limit_rejections_total",
+            "Requests answered 429 rate_limited: every candidate at its limit, none contacted.",
+            ["route"],
+            registry=self.registry,
+        )
+        self.limit_share = Gauge(
+            "sluice_rate_limit_share",
+            "This replica's share of an Upstream's limit per minute (limit: requests, tokens).",
+            ["namespace", "upstream", "limit"],
             registry=self.registry,
         )
         self.in_flight = Gauge(

@@ -25,9 +25,12 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from sluice.core import ADMITTED, Permit
+from sluice.core.ratelimit import Reservation
 from sluice.proxy.breakers import Breakers
 from sluice.proxy.codecs import Codec, codec_for
 from sluice.proxy.load import RoundRobin, StickySessions, UpstreamLoad
+from sluice.proxy.metrics import ProxyMetrics
+from sluice.proxy.quotas import RateLimits
 from sluice.proxy.table import (
     IMPLICIT_RETRY,
     Candidate,
@@ -46,6 +49,7 @@ class Pick:
     candidate: Candidate
     permit: Permit
     codec: Codec  # how the attempt speaks to this upstream for the client's API
+    reservation: Reservation | None = None  # what it took of the upstream's rate limits
 
 
 @dataclass
@@ -58,6 +62,8 @@ class Picker:
     rng: random.Random = field(default_factory=random.Random)
     round_robin: RoundRobin = field(default_factory=RoundRobin)
     sticky: StickySessions = field(default_factory=StickySessions)
+    rate_limits: RateLimits = field(default_factory=RateLimits)
+    metrics: ProxyMetrics | None = None
 
     def plan(
         self,
@@ -66,6 +72,7 @@ class Picker:
         headers: Mapping[str, str],
         *,
         api: str = "/v1/chat/completions",
+        tokens: int = 0,
     ) -> Plan:
         """Stages 1 and 2 for one request: its candidates, in the order to try them."""
         resolved = table.resolve(model, order=self._score)
@@ -80,7 +87,7 @@ class Picker:
         budget = (
             retry.max_attempts if entry is not None else min(retry.max_attempts, len(candidates))
         )
-        return Plan(self, resolved.route, entry, candidates, retry, budget, session, api)
+        return Plan(self, resolved.route, entry, candidates, retry, budget, session, api, tokens)
 
     def _score(self, route: RouteEntry | None, candidates: list[Candidate]) -> list[Candidate]:
         return order(route, candidates, self.load, self.round_robin, self.rng)
@@ -107,10 +114,12 @@ class Plan:
     budget: int  # attempts in all
     session: str | None  # the sticky session's key, if the route has one and it was sent
     api: str  # the client's endpoint: an upstream that cannot serve it is left out
+    tokens: int = 0  # the request's estimated tokens, for tokensPerMinute (see quotas)
     picked: int = 0  # attempts handed out so far
     skipped: int = 0  # candidates without a permit in the last round
     busy: int = 0  # candidates skipped at their maxConcurrent, in every round
     unsupported: int = 0  # candidates that do not speak the client's API, in the last round
+    limited: int = 0  # candidates skipped at their rate limit, in the last round
 
     @property
     def per_try(self) -> float | None:
@@ -120,8 +129,9 @@ class Plan:
     def picks(self) -> Iterator[Pick]:
         """Stages 3 and 4, one round: each candidate that passes the filters, with its permit,
         until the budget is spent. A permit is taken only when the attempt is about to run."""
-        self.skipped = self.unsupported = 0
+        self.skipped = self.unsupported = self.limited = 0
         breakers, now = self.picker.breakers, self.picker.clock
+        rate_limits = self.picker.rate_limits
         for candidate in self.candidates:
             if self.picked >= self.budget:
                 return
@@ -132,12 +142,17 @@ class Plan:
             if self._at_capacity(candidate):
                 self.busy += 1  # limits.maxConcurrent: skip it rather than overload it
                 continue
+            allowance = rate_limits.get(candidate.target.key)
+            if allowance is not None and not allowance.has_room(now(), self.tokens):
+                self._limited(candidate)  # never sent what it would refuse with a 429
+                continue
             permit = breakers.admit(candidate.target, now())
             if permit is None:
                 self.skipped += 1
                 continue
             self.picked += 1
-            yield Pick(candidate, permit, codec)
+            taken = None if allowance is None else allowance.take(now(), self.tokens)
+            yield Pick(candidate, permit, codec, taken)
 
     def anyway(self) -> Pick | None:
         """whenAllOpen: TryAnyway, after a round with nobody admitted: the first candidate,
@@ -145,17 +160,40 @@ class Plan:
         entry = self.entry
         if entry is None or entry.when_all_open is not WhenAllOpen.TRY_ANYWAY:
             return None
+        rate_limits, now = self.picker.rate_limits, self.picker.clock()
         for candidate in self.candidates:
             codec = codec_for(self.api, candidate.target)
-            if codec is not None:
-                self.picked += 1
-                return Pick(candidate, ADMITTED, codec)
+            if codec is None:
+                continue
+            allowance = rate_limits.get(candidate.target.key)
+            if allowance is not None and allowance.available_in(now, self.tokens) > 0:
+                continue  # an open circuit may be tried anyway; a spent limit is not
+            self.picked += 1
+            taken = None if allowance is None else allowance.take(now, self.tokens)
+            return Pick(candidate, ADMITTED, codec, taken)
         return None
 
     def available_in(self) -> float:
         """Seconds until a candidate's breakers may admit again (for Retry-After)."""
         breakers, now = self.picker.breakers, self.picker.clock()
         return min(breakers.available_in(c.target, now) for c in self.candidates)
+
+    def limit_frees_in(self) -> float:
+        """Seconds until a candidate's rate limit has room for this request (Retry-After)."""
+        rate_limits, now = self.picker.rate_limits, self.picker.clock()
+        waits = [
+            allowance.available_in(now, self.tokens)
+            for c in self.candidates
+            if (allowance := rate_limits.get(c.target.key)) is not None
+        ]
+        return min(waits, default=1.0)
+
+    def _limited(self, candidate: Candidate) -> None:
+        self.limited += 1
+        metrics = self.picker.metrics
+        if metrics is not None:
+            namespace, name = candidate.target.key
+            metrics.child(metrics.limit_skips, namespace, name).inc()
 
     def remember(self, candidate: Candidate) -> None:
         """The candidate answered for good: a sticky session sticks to it."""

@@ -25,7 +25,9 @@ from sluice.proxy.limits import Limits
 from sluice.proxy.load import UpstreamLoad
 from sluice.proxy.metrics import ProxyMetrics
 from sluice.proxy.picking import Picker
+from sluice.proxy.quotas import RateLimits
 from sluice.proxy.table import Key, Table
+from sluice.proxy.usage import UsageLedger
 
 __all__ = ["Proxy"]
 
@@ -51,6 +53,8 @@ class Proxy:
     clock: Callable[[], float] = time.time
     rng: random.Random = field(default_factory=random.Random)
     history: History = field(default_factory=History)  # what the console shows of the past
+    rate_limits: RateLimits = field(default_factory=RateLimits)  # this replica's shares
+    usage: UsageLedger = field(default_factory=UsageLedger)  # what it sent, for the operator
     breakers: Breakers = field(init=False)
     load: UpstreamLoad = field(init=False)
     picker: Picker = field(init=False)
@@ -60,7 +64,10 @@ class Proxy:
     def __post_init__(self) -> None:
         self.breakers = Breakers(on_transition=self._transition, on_record=self.history.attempt)
         self.load = UpstreamLoad(on_change=self._in_flight_moved)
-        self.picker = Picker(self.breakers, self.load, self.clock, self.rng)
+        self.picker = Picker(
+            self.breakers, self.load, self.clock, self.rng, rate_limits=self.rate_limits,
+            metrics=self.metrics,
+        )  # fmt: skip
         self.metrics.table_age.set_function(self.table_age)
         self.set_table(self.table)
 
@@ -88,6 +95,9 @@ class Proxy:
             self._client.prune({t.endpoint for t in table.targets.values()})
         self.breakers.sync(table, self.clock())
         self.history.keep(table.targets)
+        self.rate_limits.sync(table)
+        self.usage.sync(table)
+        self.show_shares()
         for problem in table.problems:
             log.warning("%s", problem)
         for key, breaker in self.breakers.items():
@@ -97,6 +107,15 @@ class Proxy:
         for entry in table.routes:
             self.metrics.rejections.labels(entry.label)
             self.metrics.failovers.labels(entry.label)
+
+    def show_shares(self) -> None:
+        """The rate-limit share gauges, after the table or the leader's answer moved them."""
+        gauge = self.metrics.limit_share
+        for (namespace, name), allowance in self.rate_limits.items():
+            for limit, share in (("requests", allowance.share_requests),
+                                 ("tokens", allowance.share_tokens)):  # fmt: skip
+                if share is not None:
+                    self.metrics.child(gauge, namespace, name, limit).set(share)
 
     def _in_flight_moved(self, key: Key, change: int) -> None:
         self.metrics.child(self.metrics.in_flight, key[0], key[1]).inc(change)

@@ -158,6 +158,8 @@ class Target:
     forwarded_prefixes: tuple[str, ...] = field(init=False)  # ... and those starting so
     timeouts: Timeouts = field(init=False)
     max_concurrent: int | None = field(init=False)
+    requests_per_minute: int | None = field(init=False)  # for all replicas together
+    tokens_per_minute: int | None = field(init=False)
 
     def __post_init__(self) -> None:
         spec, set_ = self.spec, object.__setattr__  # frozen: compiled fields set once, here
@@ -173,7 +175,10 @@ class Target:
         set_(self, "forwarded", FORWARDED + exact)
         set_(self, "forwarded_prefixes", tuple(h[:-1] for h in names if h.endswith("*")))
         set_(self, "timeouts", Timeouts.of(spec.timeouts))
-        set_(self, "max_concurrent", spec.limits.max_concurrent if spec.limits else None)
+        limits = spec.limits
+        set_(self, "max_concurrent", limits.max_concurrent if limits else None)
+        set_(self, "requests_per_minute", limits.requests_per_minute if limits else None)
+        set_(self, "tokens_per_minute", limits.tokens_per_minute if limits else None)
 
     @property
     def name(self) -> str:
@@ -192,6 +197,13 @@ class Target:
             if entry.name == model:
                 return entry.max_tokens
         return None
+
+    def prices(self, model: str) -> tuple[float, float]:
+        """The model entry's prices of a million input and output tokens (0: none set)."""
+        for entry in self.spec.models:
+            if entry.name == model:
+                return entry.cost.input_per_1m, entry.cost.output_per_1m
+        return 0.0, 0.0
 
     def cost(self, model: str) -> float:
         for entry in self.spec.models:
@@ -423,7 +435,6 @@ def build_table(
         key = Ref(upstream.metadata.namespace or "default", upstream.metadata.name)
         policy, policy_name = _policy(key, upstream.spec, policies, default_policy, table.problems)
         api_key = _api_key(key, upstream.spec, secrets, table.problems)
-        _unenforced_limits(key, upstream.spec, table.problems)
         cluster_state, open_until = _cluster_state((statuses or {}).get(key))
         table.targets[key] = Target(
             key, upstream.spec, api_key, policy, policy_name, cluster_state, open_until
@@ -453,29 +464,6 @@ def _policy(
             f'Upstream {key}: BreakerPolicy "{ref}" not found; using the built-in defaults'
         )
     return BreakerPolicy(), "(built-in defaults)"
-
-
-def _unenforced_limits(key: Ref, spec: UpstreamSpec, problems: list[str]) -> None:
-    """limits.requestsPerMinute and tokensPerMinute are accepted and not enforced yet: say so
-    every time the table is built, never silently."""
-    limits = spec.limits
-    named = (
-        []
-        if limits is None
-        else [
-            name
-            for name, value in (
-                ("requestsPerMinute", limits.requests_per_minute),
-                ("tokensPerMinute", limits.tokens_per_minute),
-            )
-            if value is not None
-        ]
-    )
-    if named:
-        problems.append(
-            f"Upstream {key}: limits.{' and limits.'.join(named)} are not enforced yet by this "
-            "proxy (only limits.maxConcurrent is); the upstream is served without them"
-        )
 
 
 def _api_key(

@@ -66,7 +66,7 @@ def test_api_version_belongs_to_azure_only() -> None:
         target("openai", "https://api.openai.com/v1", apiVersion="2024-10-21")
 
 
-def test_rate_limits_not_enforced_yet_are_reported_not_ignored() -> None:
+def test_rate_limits_are_compiled_into_the_target() -> None:
     document = {
         "apiVersion": "sluice.dev/v1alpha1",
         "kind": "Upstream",
@@ -74,14 +74,16 @@ def test_rate_limits_not_enforced_yet_are_reported_not_ignored() -> None:
         "spec": {
             "provider": "openai",
             "baseURL": "https://api.openai.com/v1",
-            "models": [{"name": "m"}],
-            "limits": {"requestsPerMinute": 60, "maxConcurrent": 4},
+            "models": [{"name": "m", "cost": {"inputPer1M": 2.5, "outputPer1M": 10}}],
+            "limits": {"requestsPerMinute": 60, "tokensPerMinute": 9000, "maxConcurrent": 4},
         },
     }
 
     table = build_table([parse(document)], {})
 
-    assert table.problems == [
-        "Upstream default/u: limits.requestsPerMinute are not enforced yet by this proxy "
-        "(only limits.maxConcurrent is); the upstream is served without them"
-    ]
+    target = table.targets[("default", "u")]
+    assert table.problems == []
+    assert (target.requests_per_minute, target.tokens_per_minute) == (60, 9000)
+    assert target.prices("m") == (2.5, 10)
+    assert target.prices("unknown") == (0.0, 0.0)
+

@@ -1,0 +1,112 @@
+"""This replica's rate limits: one :class:`~sluice.core.ratelimit.Allowance` per Upstream.
+
+An Upstream with ``limits.requestsPerMinute`` or ``limits.tokensPerMinute`` gets an allowance
+when the table is built; any other gets one the first time its provider's headers say
+something of the provider's own limits (so an Upstream without limits costs one dict lookup
+per candidate). The picker asks :meth:`RateLimits.get` before it takes a permit; the operator
+leader's answers set the shares (:meth:`RateLimits.apply`); without a leader (standalone, or
+before the first answer) a replica's share is the whole limit, and when the leader stops
+answering a replica keeps its last shares (fail-static, see docs/operations.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sluice.core.ratelimit import Allowance, ProviderLimits, Reservation
+from sluice.core.reports import Share
+from sluice.proxy.table import Key, Table, Target
+
+__all__ = ["DEFAULT_OUTPUT_ESTIMATE", "RateLimits", "estimate_tokens"]
+
+# Output tokens a request is assumed to use when it sets no maximum (settled at its end).
+DEFAULT_OUTPUT_ESTIMATE = 256
+_MAX_ESTIMATE = 10_000_000
+# The request fields that cap a request's output, per API.
+_OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+
+
+def estimate_tokens(body: Mapping[str, Any], raw: bytes) -> int:
+    """A request's tokens before it is sent: its input (about four bytes a token, the rule of
+    thumb OpenAI gives for English) and its output cap (or a default)."""
+    output = DEFAULT_OUTPUT_ESTIMATE
+    for name in _OUTPUT_CAPS:
+        cap = body.get(name)
+        if type(cap) is int and cap > 0:
+            output = cap
+            break
+    return min(len(raw) // 4 + output, _MAX_ESTIMATE)
+
+
+class RateLimits:
+    def __init__(self) -> None:
+        self._allowances: dict[Key, Allowance] = {}
+        self.shared = False  # a leader has answered with shares at least once
+        self.answered_at: float | None = None  # when the last answer came (clock time)
+        self.has_token_limits = False  # some Upstream limits tokens: estimate each request
+
+    def get(self, key: Key) -> Allowance | None:
+        return self._allowances.get(key)
+
+    def items(self) -> Iterable[tuple[Key, Allowance]]:
+        return self._allowances.items()
+
+    def sync(self, table: Table) -> None:
+        """The table changed: allowances for limited Upstreams, limits updated in place (what
+        was taken this minute still counts), gone Upstreams forgotten."""
+        kept: dict[Key, Allowance] = {}
+        for key, target in table.targets.items():
+            allowance = self._allowances.get(key)
+            requests, tokens = target.requests_per_minute, target.tokens_per_minute
+            if allowance is not None:
+                allowance.set_limits(requests, tokens)
+                kept[key] = allowance
+            elif requests is not None or tokens is not None:
+                kept[key] = Allowance(requests, tokens)
+        self._allowances = kept
+        self.has_token_limits = any(a.limit_tokens is not None for a in kept.values())
+
+    def settle(self, key: Key, reservation: Reservation, tokens: int, now: float) -> None:
+        """A request ended having used ``tokens``: its reservation corrected (if the Upstream
+        still has its allowance; a reload that dropped the limit dropped the count too)."""
+        allowance = self._allowances.get(key)
+        if allowance is not None:
+            allowance.settle(reservation, tokens, now)
+
+    def heed(self, target: Target, said: ProviderLimits, now: float) -> None:
+        """What the provider's headers said of its own limits."""
+        allowance = self._allowances.get(target.key)
+        if allowance is None:
+            allowance = self._allowances[target.key] = Allowance(None, None)
+        allowance.heed(said, now)
+
+    def apply(self, shares: Iterable[Share], now: float) -> None:
+        """The leader's answer: each Upstream's share for this replica."""
+        for share in shares:
+            allowance = self._allowances.get((share.namespace, share.name))
+            if allowance is not None:
+                allowance.set_share(share.requests_per_minute, share.tokens_per_minute)
+        self.shared = True
+        self.answered_at = now
+
+    def view(self, key: Key, now: float) -> dict[str, Any]:
+        """For /health: each limit, this replica's share of it and what it took in the last
+        minute, and whose share it is (``whole``: alone or before the leader answered;
+        ``leader``: the operator's; the last one kept while it is unreachable)."""
+        allowance = self._allowances.get(key)
+        if allowance is None or (
+            allowance.limit_requests is None and allowance.limit_tokens is None
+        ):
+            return {}
+        view: dict[str, Any] = {}
+        for name, limit, share, count in (
+            ("requestsPerMinute", allowance.limit_requests, allowance.share_requests,
+             allowance.requests),
+            ("tokensPerMinute", allowance.limit_tokens, allowance.share_tokens, allowance.tokens),
+        ):  # fmt: skip
+            if limit is not None:
+                count.advance(now)
+                view[name] = {"limit": limit, "share": share, "taken": round(count.total)}
+        view["shareFrom"] = "leader" if self.shared else "whole"
+        return {"rateLimits": view}
