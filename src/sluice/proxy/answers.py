@@ -50,15 +50,54 @@ async def write_bounded(
 ) -> None:
     """Write ``chunk`` to the client (None: send the whole prepared-or-not ``response``) within
     ``timeout`` seconds. A client that does not read by then is disconnected:
-    ConnectionResetError, as if it had left."""
+    ConnectionResetError, as if it had left. A write that cannot wait (:func:`_cannot_wait`)
+    goes without the timer, which costs more than the rest of a small write."""
+    if _cannot_wait(request, response, chunk):
+        await _write(request, response, chunk)
+        return
     try:
         async with asyncio.timeout(timeout):
-            if chunk is None:
-                await response.prepare(request)
-                await response.write_eof()
-            else:
-                await response.write(chunk)
+            await _write(request, response, chunk)
     except TimeoutError:
         if request.transport is not None:
             request.transport.abort()
         raise ConnectionResetError(f"the client read nothing for {timeout:g}s") from None
+
+
+async def _write(request: web.Request, response: web.StreamResponse, chunk: bytes | None) -> None:
+    if chunk is None:
+        await response.prepare(request)
+        await response.write_eof()
+    else:
+        await response.write(chunk)
+
+
+# What a write adds to the bytes it is given, at most: a chunk's size line and end; a whole
+# answer's status line and the headers aiohttp adds (Date, Server, Content-Length, ...).
+_FRAMING = 64
+_HEAD_ROOM = 1024
+
+
+def _cannot_wait(request: web.Request, response: web.StreamResponse, chunk: bytes | None) -> bool:
+    """The write stays under the transport's high-water mark, so the transport takes it
+    without pausing the connection, and aiohttp's drain (its only wait, with an
+    on_response_prepare handler's) returns at once. An answer whose size is not known beforehand
+    (a body that is not bytes) may wait."""
+    transport = request.transport
+    if transport is None or request.protocol.writing_paused:
+        return False
+    if chunk is not None:
+        size = len(chunk) + _FRAMING
+    elif type(response) is not web.Response:
+        if not response.prepared:
+            return False
+        size = _FRAMING  # a stream's end: its chunks went as they came
+    elif isinstance(body := response.body, bytes):
+        if request.app.on_response_prepare:
+            return False
+        # A header's characters take at most 4 bytes each in UTF-8, and ": " and CRLF.
+        head = sum(len(k) + len(v) for k, v in response.headers.items())
+        size = len(body) + 4 * head + 4 * len(response.headers) + _HEAD_ROOM
+    else:
+        return False
+    return transport.get_write_buffer_size() + size <= transport.get_write_buffer_limits()[1]
