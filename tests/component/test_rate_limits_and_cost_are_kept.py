@@ -173,12 +173,11 @@ async def test_usage_is_drained_for_the_operator_with_what_was_taken_and_wanted(
     for _ in range(3):
         await gateway.chat()
 
-    drained = {u.name: u for u in gateway.proxy.usage.drain(gateway.clock(),
-                                                             gateway.proxy.rate_limits)}  # fmt: skip
+    drained = {u.name: u for u in gateway.proxy.usage.drain(gateway.clock())}
 
     primary, secondary = drained["primary"], drained["secondary"]
     assert (primary.success, primary.failure) == (2, 1)
     assert primary.last_error is not None
     assert (secondary.success, secondary.failure) == (1, 0)
     assert primary.output_tokens == 8
-    assert gateway.proxy.usage.drain(gateway.clock(), gateway.proxy.rate_limits) == []
+    assert gateway.proxy.usage.drain(gateway.clock()) == []

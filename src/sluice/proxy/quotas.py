@@ -44,6 +44,7 @@ class RateLimits:
         self._allowances: dict[Key, Allowance] = {}
         self.shared = False  # a leader has answered with shares at least once
         self.answered_at: float | None = None  # when the last answer came (clock time)
+        self.leader_lost_at: float | None = None  # since when the leader has not answered
         self.has_token_limits = False  # some Upstream limits tokens: estimate each request
 
     def get(self, key: Key) -> Allowance | None:
@@ -89,6 +90,13 @@ class RateLimits:
                 allowance.set_share(share.requests_per_minute, share.tokens_per_minute)
         self.shared = True
         self.answered_at = now
+        self.leader_lost_at = None
+
+    def lost_leader(self, now: float) -> None:
+        """The leader stopped answering: keep the last shares (fail-static). A replica that
+        never had an answer keeps the whole limit, as if alone."""
+        if self.leader_lost_at is None:
+            self.leader_lost_at = now
 
     def view(self, key: Key, now: float) -> dict[str, Any]:
         """For /health: each limit, this replica's share of it and what it took in the last
@@ -108,5 +116,7 @@ class RateLimits:
             if limit is not None:
                 count.advance(now)
                 view[name] = {"limit": limit, "share": share, "taken": round(count.total)}
-        view["shareFrom"] = "leader" if self.shared else "whole"
+        view["shareFrom"] = (
+            "whole" if not self.shared else "leader" if self.leader_lost_at is None else "last"
+        )
         return {"rateLimits": view}

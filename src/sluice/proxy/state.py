@@ -54,7 +54,7 @@ class Proxy:
     rng: random.Random = field(default_factory=random.Random)
     history: History = field(default_factory=History)  # what the console shows of the past
     rate_limits: RateLimits = field(default_factory=RateLimits)  # this replica's shares
-    usage: UsageLedger = field(default_factory=UsageLedger)  # what it sent, for the operator
+    usage: UsageLedger = field(init=False)  # what it sent, for the operator
     breakers: Breakers = field(init=False)
     load: UpstreamLoad = field(init=False)
     picker: Picker = field(init=False)
@@ -64,6 +64,7 @@ class Proxy:
     def __post_init__(self) -> None:
         self.breakers = Breakers(on_transition=self._transition, on_record=self.history.attempt)
         self.load = UpstreamLoad(on_change=self._in_flight_moved)
+        self.usage = UsageLedger(self.rate_limits)
         self.picker = Picker(
             self.breakers, self.load, self.clock, self.rng, rate_limits=self.rate_limits,
             metrics=self.metrics,

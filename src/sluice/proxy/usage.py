@@ -36,8 +36,12 @@ def _nothing(key: Key) -> UpstreamUsage:
 
 
 class UsageLedger:
-    def __init__(self) -> None:
+    def __init__(self, limits: RateLimits | None = None) -> None:
         self._upstreams: dict[Key, _Upstream] = {}
+        self.limits = limits if limits is not None else RateLimits()  # what drain reads
+        self.failures = 0  # failed attempts ever: a new one makes the reporter report early
+        # Failed attempts ever (not a delta): the reporter reports early when it moves.
+        self.failures = 0
 
     def sync(self, table: Table) -> None:
         """Upstreams that left the table are forgotten (their last counts with them)."""
@@ -60,6 +64,8 @@ class UsageLedger:
             delta.success += 1
         elif kind is OutcomeKind.FAILURE:
             delta.failure += 1
+            self.failures += 1
+            self.failures += 1
             delta.last_error = None if detail is None else detail[:_MAX_ERROR]
         elif kind is OutcomeKind.RATE_LIMITED:
             delta.rate_limited += 1
@@ -84,9 +90,10 @@ class UsageLedger:
             delta.cost_by_model[model] = delta.cost_by_model.get(model, 0.0) + cost
             upstream.cost.add(now, cost)
 
-    def drain(self, now: float, limits: RateLimits) -> list[UpstreamUsage]:
+    def drain(self, now: float, limits: RateLimits | None = None) -> list[UpstreamUsage]:
         """The deltas since the last drain, each Upstream's with what it took against its
         limits; the ledger starts again from zero."""
+        limits = self.limits if limits is None else limits
         drained: list[UpstreamUsage] = []
         for key, _ in limits.items():  # a replica turned away from every attempt wants too
             self._of(key)
