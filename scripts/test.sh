@@ -22,6 +22,17 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
 fi
 prometheus --version 2>&1 | head -1
 
+step "chromium (Debian's package) for the console's browser tests"
+if ! command -v chromium >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+    else
+        die "chromium is missing and cannot be installed here: apt-get install chromium (as root); the browser tier (tests/browser) needs it"
+    fi
+fi
+chromium --version 2>&1 | head -1
+
 step "ruff"
 "$VENV/bin/ruff" check src tests bench
 "$VENV/bin/ruff" format --check src tests bench

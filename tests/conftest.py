@@ -15,7 +15,8 @@ import pytest
 pytest_plugins = ["pytester"]
 
 TESTS = Path(__file__).resolve().parent
-TIERS = ("unit", "component", "integration")  # the markers in pyproject.toml, one per folder
+# The markers in pyproject.toml, one per folder.
+TIERS = ("unit", "component", "integration", "browser")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -16,6 +16,7 @@ from sluice import __version__
 
 if TYPE_CHECKING:
     from sluice.proxy.accesslog import AccessLog
+    from sluice.proxy.reporting import ReporterOptions
     from sluice.proxy.server import Serving
 
 
@@ -301,6 +302,7 @@ def _proxy(args: argparse.Namespace) -> int:
                     access_log=access_log,
                     stale_after=args.stale_after,
                     serving=serving,
+                    report=_report_options(args),
                 )
             )
         else:
@@ -325,6 +327,19 @@ def _proxy(args: argparse.Namespace) -> int:
         print(f"sluice: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def _report_options(args: argparse.Namespace) -> ReporterOptions | None:
+    """--report-to and its token: where this replica reports, as whom."""
+    import os
+    import socket
+
+    from sluice.proxy.reporting import ReporterOptions
+
+    if not args.report_to:
+        return None
+    replica = args.replica_name or os.environ.get("POD_NAME") or socket.gethostname()
+    return ReporterOptions(url=args.report_to, replica=replica, token_file=args.report_token_file)
 
 
 def _positive(text: str) -> int:
@@ -432,6 +447,23 @@ def _add_proxy(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="DURATION",
         help="with --kubernetes: /readyz fails once the watch has not confirmed the routing "
         "table for this long (default: 120s)",
+    )
+    proxy.add_argument(
+        "--report-to",
+        metavar="URL",
+        help="with --kubernetes: report usage to the operator leader at this URL (its "
+        "Service, e.g. http://sluice-operator:9091) and enforce the rate-limit shares it answers",
+    )
+    proxy.add_argument(
+        "--report-token-file",
+        type=Path,
+        metavar="PATH",
+        help="the projected ServiceAccount token (audience sluice-operator) reports carry; "
+        "read again when it changes",
+    )
+    proxy.add_argument(
+        "--replica-name",
+        help="this replica's name in reports (default: $POD_NAME, else the host name)",
     )
     proxy.add_argument(
         "--no-access-log",
@@ -573,6 +605,8 @@ Model m1 routes to primary first, then secondary.
   curl -s {base}/health                         # breakers: ok / degraded / unhealthy
   curl -s {base}/metrics | grep sluice_         # Prometheus metrics
   curl -s -X POST -H 'Authorization: Bearer demo' {base}/admin/breakers/default/primary/open
+
+The console: {base}/ui (admin token: demo).
 
 Each request logs one JSON line below: watch "attempts" fail over from primary to secondary,
 and primary's circuit open after 3 failures in a row. Ctrl-C stops everything.

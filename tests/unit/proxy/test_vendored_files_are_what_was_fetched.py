@@ -35,5 +35,5 @@ def test_each_vendored_file_has_the_recorded_checksum(
 def test_the_console_serves_only_vendored_or_its_own_files() -> None:
     static = ROOT / "src/sluice/proxy/console/static"
     vendored = set(json.loads((static / "VENDORED.json").read_text())["files"])
-    own = {"console.css", "VENDORED.json", "htmx.LICENSE"}
+    own = {"console.css", "favicon.svg", "VENDORED.json", "htmx.LICENSE"}
     assert {p.name for p in static.iterdir()} == vendored | own

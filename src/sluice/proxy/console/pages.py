@@ -42,6 +42,7 @@ _TEMPLATES.globals.update(css_of=views.css_of, clock_text=views.clock_text, char
 _STATIC = {
     "htmx.min.js": "text/javascript",
     "console.css": "text/css",
+    "favicon.svg": "image/svg+xml",
 }
 # No inline script or style anywhere: the console's own files, the page's own origin only.
 _CSP = (
@@ -52,7 +53,7 @@ _CSP = (
 _SECURITY_HEADERS = {
     "Content-Security-Policy": _CSP,
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # no-referrer makes form POSTs say Origin: null
     "Cache-Control": "no-store",
 }
 _ACTION_WORDS = {

@@ -156,13 +156,24 @@ def policy_rows(policy: BreakerPolicy) -> list[tuple[str, str]]:
             return
         name = prefix.rstrip(".")
         if isinstance(value, frozenset):
-            value = ", ".join(str(v) for v in sorted(value))
-        elif isinstance(value, float) and ("duration" in name or name.endswith("period")):
+            value = _ranges(sorted(value))
+        elif isinstance(value, float) and name.endswith(("duration", "period", "window")):
             value = format_duration(value)
         flat.append((name, "off" if value is None else str(value)))
 
     walk("", policy)
     return flat
+
+
+def _ranges(numbers: list[int]) -> str:
+    """``408, 500-599`` rather than a hundred numbers."""
+    spans: list[list[int]] = []
+    for n in numbers:
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
 
 
 @dataclass(frozen=True)
