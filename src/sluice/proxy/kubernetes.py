@@ -38,6 +38,14 @@ from aiohttp import web
 from sluice.kube import Backoff, Informer, Kube, KubeError, NotFound, ObjectSource
 from sluice.proxy.accesslog import AccessLog
 from sluice.proxy.admin import AdminAction
+from sluice.proxy.console import CLUSTER
+from sluice.proxy.reporting import (
+    OPERATOR_LINK,
+    OperatorLink,
+    ProxyReplica,
+    ReporterOptions,
+    reporting,
+)
 from sluice.proxy.server import Serving
 from sluice.proxy.state import Proxy
 from sluice.proxy.table import Key, Table, build_table
@@ -68,6 +76,7 @@ class KubernetesOptions:
     fresh_every: float = 1.0  # how often a healthy source confirms the table is current
     stale_after: float | None = 120.0  # readiness fails past it without confirmation
     serving: Serving = field(default_factory=Serving)  # who may call, limits, the admin port
+    report: ReporterOptions | None = None  # None: no reports to the operator
 
 
 class ClusterApi(ObjectSource, Protocol):
@@ -344,7 +353,7 @@ def build(options: KubernetesOptions) -> web.Application:
         Table(), admin_token=options.admin_token, access_log=options.access_log
     )
     proxy.stale_after = options.stale_after
-    state: dict[str, Kube] = {}
+    state: dict[str, Any] = {}  # the client and the source, once watching has started
 
     async def admin(key: Key, action: AdminAction) -> None:
         """Patch the Upstream, so every replica and the operator follow (and it lasts)."""
@@ -364,7 +373,7 @@ def build(options: KubernetesOptions) -> web.Application:
     async def watching(app: web.Application) -> AsyncIterator[None]:
         kube = await Kube.connect(options.kubeconfig)
         state["kube"] = kube
-        source = KubernetesSource(kube, proxy, options)
+        source = state["source"] = KubernetesSource(kube, proxy, options)
         task = asyncio.create_task(source.run())
         synced = asyncio.create_task(source.synced.wait())
         await asyncio.wait({task, synced}, return_when=asyncio.FIRST_COMPLETED)
@@ -383,5 +392,25 @@ def build(options: KubernetesOptions) -> web.Application:
         await kube.close()
 
     app = options.serving.app(proxy, admin=admin)
+    app[CLUSTER] = _ConsoleView(state)
     app.cleanup_ctx.append(watching)
+    if options.report is not None:
+        link = app[OPERATOR_LINK] = OperatorLink()
+        app.cleanup_ctx.append(reporting(ProxyReplica(proxy), options.report, proxy.metrics, link))
     return app
+
+
+@dataclass
+class _ConsoleView:
+    """What the console reads from the cluster: status from the watch, Events on request."""
+
+    state: dict[str, Any]  # "kube" and "source", once watching has started
+
+    def status(self, key: Key) -> dict[str, Any] | None:
+        source = self.state.get("source")
+        found = source.informers["upstreams"].objects.get(key) if source else None
+        return None if found is None else found.get("status")
+
+    async def events(self, key: Key) -> list[dict[str, Any]]:
+        kube: Kube = self.state["kube"]
+        return await kube.list_events(key[0], kind="Upstream", name=key[1])
