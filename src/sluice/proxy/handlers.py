@@ -26,6 +26,7 @@ from sluice.proxy.attempt import Call
 from sluice.proxy.exchange import Exchange
 from sluice.proxy.intake import client_refusal, host_refusal, parse_body, read_body
 from sluice.proxy.quotas import estimate_tokens
+from sluice.proxy.reporting import OPERATOR_LINK
 from sluice.proxy.state import Proxy
 from sluice.resources import Ref
 
@@ -208,9 +209,11 @@ async def handle_health(request: web.Request) -> web.Response:
         status = "degraded"
     else:
         status = "unhealthy"
-    return web.json_response(
-        {"status": status, "upstreams": upstreams}, status=503 if status == "unhealthy" else 200
-    )
+    body: dict[str, Any] = {"status": status, "upstreams": upstreams}
+    link = request.app.get(OPERATOR_LINK)
+    if link is not None:  # --report-to: is the operator answering, or is this fail-static?
+        body["operator"] = link.view(time.monotonic())
+    return web.json_response(body, status=503 if status == "unhealthy" else 200)
 
 
 async def handle_alive(_: web.Request) -> web.Response:

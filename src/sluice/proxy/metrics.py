@@ -102,6 +102,18 @@ class ProxyMetrics:
             "last confirmed it current; /readyz fails past --stale-after.",
             registry=self.registry,
         )
+        self.report_failures = Counter(
+            "sluice_report_failures_total",
+            "Reports to the operator leader that were lost (refused, timed out, unreachable); "
+            "their counts are dropped, never a request.",
+            registry=self.registry,
+        )
+        self.operator_reachable = Gauge(
+            "sluice_operator_reachable",
+            "1 while the operator leader answers this replica's reports; 0: fail-static on the "
+            "last shares and the local breakers.",
+            registry=self.registry,
+        )
         self.breakers = BreakerMetrics(self.registry, "proxy")
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 

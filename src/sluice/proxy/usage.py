@@ -40,8 +40,6 @@ class UsageLedger:
         self._upstreams: dict[Key, _Upstream] = {}
         self.limits = limits if limits is not None else RateLimits()  # what drain reads
         self.failures = 0  # failed attempts ever: a new one makes the reporter report early
-        # Failed attempts ever (not a delta): the reporter reports early when it moves.
-        self.failures = 0
 
     def sync(self, table: Table) -> None:
         """Upstreams that left the table are forgotten (their last counts with them)."""
@@ -64,7 +62,6 @@ class UsageLedger:
             delta.success += 1
         elif kind is OutcomeKind.FAILURE:
             delta.failure += 1
-            self.failures += 1
             self.failures += 1
             delta.last_error = None if detail is None else detail[:_MAX_ERROR]
         elif kind is OutcomeKind.RATE_LIMITED:
