@@ -1,6 +1,7 @@
-"""A real Prometheus scrapes a running operator and proxy while a short load with failures runs:
-every dashboard panel query and every alert expression must return data, and promtool checks
-the rules (with a unit test per alert) and both processes' metrics."""
+"""A real Prometheus scrapes a running operator and proxy while a short load with failures runs
+(and with a priced, rate-limited upstream pushed past its limit): every dashboard panel query
+and every alert expression must return data, and promtool checks the rules (with a unit test
+per alert) and both processes' metrics."""
 
 from __future__ import annotations
 
@@ -74,7 +75,12 @@ def dashboard_queries() -> list[tuple[str, str]]:
         assert any(v["name"] == "datasource" for v in dashboard["templating"]["list"])
         for panel in dashboard["panels"]:
             for target in panel["targets"]:
-                expr = target["expr"].replace("$__rate_interval", "1m").replace("$upstream", ".*")
+                expr = (
+                    target["expr"]
+                    .replace("$__rate_interval", "1m")
+                    .replace("$__range", "1h")
+                    .replace("$upstream", ".*")
+                )
                 queries.append((f"{path.stem}: {panel['title']}", expr))
     return queries
 
@@ -85,6 +91,13 @@ def alert_queries() -> list[tuple[str, str]]:
         for g in yaml.safe_load(ALERTS.read_text())["groups"]
         for r in g["rules"]
     ]
+
+
+# Model m1's price per million tokens (input, output); the fakes' answers use 1 and 4 tokens.
+PRICES = {"inputPer1M": 2.0, "outputPer1M": 8.0}
+# Model m2 is served by one Upstream, `metered`, limited to this many requests a minute: the
+# requests past it are passed over (a skip) and, with no other upstream, get 429 rate_limited.
+METERED_RPM = 3
 
 
 def proxy_manifests(fakes: dict[str, ThreadedFake]) -> str:
@@ -106,6 +119,23 @@ def proxy_manifests(fakes: dict[str, ThreadedFake]) -> str:
             "metadata": {"name": "m1"},
             "spec": {"models": ["m1"], "targets": [{"upstream": n} for n in fakes]},
         },
+        {
+            "apiVersion": "sluice.dev/v1alpha1",
+            "kind": "ModelRoute",
+            "metadata": {"name": "m2"},
+            "spec": {"models": ["m2"], "targets": [{"upstream": "metered"}]},
+        },
+        {
+            "apiVersion": "sluice.dev/v1alpha1",
+            "kind": "Upstream",
+            "metadata": {"name": "metered"},
+            "spec": {
+                "provider": "openai-compatible",
+                "baseURL": fakes["secondary"].base_url,
+                "models": [{"name": "m2", "cost": {"inputPer1M": 3.0, "outputPer1M": 15.0}}],
+                "limits": {"requestsPerMinute": METERED_RPM, "tokensPerMinute": 100_000},
+            },
+        },
     ]
     for priority, (name, fake) in enumerate(fakes.items()):
         documents.append(
@@ -116,7 +146,7 @@ def proxy_manifests(fakes: dict[str, ThreadedFake]) -> str:
                 "spec": {
                     "provider": "openai-compatible",
                     "baseURL": fake.base_url,
-                    "models": [{"name": "m1"}],
+                    "models": [{"name": "m1", "cost": PRICES}],
                     "priority": priority,
                     "probe": {"interval": "500ms", "timeout": "500ms"},
                     "breaker": {"policyRef": {"name": "fast"}},
@@ -247,6 +277,12 @@ def test_every_dashboard_panel_and_alert_returns_data_from_a_real_prometheus(
         chat = {"model": "m1", "messages": [{"role": "user", "content": "hi"}]}
         for i in range(20):  # healthy traffic, streams among it
             assert call(base, "/v1/chat/completions", body={**chat, "stream": i % 4 == 0}) == 200
+        metered = {**chat, "model": "m2"}
+        for _ in range(METERED_RPM):  # metered's whole limit for this minute
+            assert call(base, "/v1/chat/completions", body=metered) == 200
+        for _ in range(5):  # past it: skipped, 429 rate_limited, over a few scrapes
+            assert call(base, "/v1/chat/completions", body=metered) == 429
+            time.sleep(0.4)
         fakes["primary"].stop()  # primary dies: failovers, probe failures, breakers open
         for _ in range(20):
             assert call(base, "/v1/chat/completions", body=chat) == 200
@@ -280,4 +316,4 @@ def test_every_dashboard_panel_and_alert_returns_data_from_a_real_prometheus(
         operator.stop()
 
     assert missing == [], f"queries without data: {missing}"
-    assert len(dashboard_queries()) >= 15
+    assert len(dashboard_queries()) >= 35
