@@ -275,17 +275,22 @@ class ControlPlane:
         return path
 
     def service_account_token(
-        self, namespace: str, name: str, *, expiration_seconds: int = 3600
+        self,
+        namespace: str,
+        name: str,
+        *,
+        expiration_seconds: int = 3600,
+        audiences: list[str] | None = None,  # None: the API server's own
     ) -> str:
-        """A bound token for a ServiceAccount (TokenRequest), to act as it."""
+        """A bound token for a ServiceAccount (TokenRequest), to act as it, or (with
+        ``audiences``) to prove who it is to someone else, as a projected token does."""
+        spec: dict[str, Any] = {"expirationSeconds": expiration_seconds}
+        if audiences is not None:
+            spec["audiences"] = audiences
         status, body = self.request(
             "POST",
             f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
-            {
-                "apiVersion": "authentication.k8s.io/v1",
-                "kind": "TokenRequest",
-                "spec": {"expirationSeconds": expiration_seconds},
-            },
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec},
         )
         if status != 201 or not isinstance(body, dict):
             raise ControlPlaneError(f"TokenRequest for {namespace}/{name} failed: {status} {body}")
