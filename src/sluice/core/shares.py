@@ -15,7 +15,11 @@ it took in the last 60 s) and its *demand* (what it wanted per minute, over its 
 
 :class:`ShareBook` keeps the claims of one limit kind across Upstreams: a replica that has not
 reported for ``stale_after`` seconds leaves, and its share returns to the pool; a changed
-limit applies at the next answer. Allocations are recomputed at most every ``refresh``
+limit applies at the next answer. Replicas hear their shares at different moments, so the
+book also keeps what it last *gave* each one: a replica is given no more than the limit less
+what the others still hold, so the shares out there never add up to more than the limit.
+Capacity a replica gives up reaches the others once it has reported and heard its smaller
+share (one interval later). Allocations are recomputed at most every ``refresh``
 seconds per Upstream (50 replicas reporting 200 limited Upstreams each second would otherwise
 run 10,000 allocations of 50 a second); an answer is never below the replica's latest window.
 
@@ -69,6 +73,7 @@ class ShareBook:
     refresh: float = 0.25  # recompute an Upstream's allocation at most this often
     _claims: dict[object, dict[str, tuple[Claim, float]]] = field(default_factory=dict)
     _allocations: dict[object, _Allocation] = field(default_factory=dict)
+    _given: dict[object, dict[str, float]] = field(default_factory=dict)
 
     def claim(self, key: object, replica: str, claim: Claim, now: float) -> None:
         self._claims.setdefault(key, {})[replica] = (claim, now)
@@ -88,16 +93,26 @@ class ShareBook:
             live = {name: claim for name, (claim, _) in claims.items()}
             allocation = _Allocation(limit, now, allocate(limit, live))
             self._allocations[key] = allocation
-        return max(allocation.shares[replica], claims[replica][0].window)
+        given = self._given.setdefault(key, {})
+        held = sum(
+            max(share, claims[name][0].window)
+            for name, share in given.items()
+            if name != replica and name in claims
+        )
+        window = claims[replica][0].window
+        share = max(min(allocation.shares[replica], limit - held), window)
+        given[replica] = share
+        return share
 
     def _expire(self, claims: dict[str, tuple[Claim, float]], now: float) -> None:
         for name in [n for n, (_, seen) in claims.items() if now - seen > self.stale_after]:
-            del claims[name]
+            del claims[name]  # (what it was given stops counting: only claimants hold shares)
 
     def forget(self, key: object) -> None:
         """The Upstream is gone, or no longer has this limit."""
         self._claims.pop(key, None)
         self._allocations.pop(key, None)
+        self._given.pop(key, None)
 
     def expire(self, now: float) -> None:
         """Drop replicas that stopped reporting, everywhere (call now and then)."""

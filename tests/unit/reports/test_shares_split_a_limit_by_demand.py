@@ -111,12 +111,36 @@ def test_an_answer_is_never_below_the_window_just_reported() -> None:
     assert book.share("u", "a", 60, now=0.5) == 33
 
 
-def test_a_new_replica_gets_a_share_at_once() -> None:
+def test_a_new_replica_gets_its_share_once_the_others_have_heard_of_it() -> None:
     book = ShareBook(refresh=10.0)
     book.claim("u", "a", Claim(0, 0), now=0.0)
     assert book.share("u", "a", 60, now=0.0) == 60
     book.claim("u", "b", Claim(0, 0), now=0.1)
-    assert book.share("u", "b", 60, now=0.1) == pytest.approx(30)
+    assert book.share("u", "b", 60, now=0.1) == 0  # a still holds all 60
+    book.claim("u", "a", Claim(0, 0), now=1.0)
+    assert book.share("u", "a", 60, now=1.0) == pytest.approx(30)
+    book.claim("u", "b", Claim(0, 0), now=1.1)
+    assert book.share("u", "b", 60, now=1.1) == pytest.approx(30)
+
+
+def test_shares_handed_out_at_different_moments_never_add_up_past_the_limit() -> None:
+    book = ShareBook(refresh=0.0)
+    for name in ("a", "b", "c"):
+        book.claim("u", name, Claim(0, 0), now=0.0)
+    assert [book.share("u", name, 60, now=0.0) for name in "abc"] == pytest.approx([20] * 3)
+    # a burst: a has used its 20 and wants much more; c has not started yet.
+    book.claim("u", "a", Claim(20, 3000), now=0.5)
+    book.claim("u", "b", Claim(5, 3000), now=0.5)
+    a = book.share("u", "a", 60, now=0.5)
+    b = book.share("u", "b", 60, now=0.5)
+    assert a + b + 20 <= 60 + 1e-9  # c may still use the 20 it was given
+    book.claim("u", "c", Claim(0, 0), now=0.9)
+    c = book.share("u", "c", 60, now=0.9)
+    assert c == 0  # idle: what it held goes to those who want it
+    book.claim("u", "a", Claim(20, 3000), now=1.5)
+    later = book.share("u", "a", 60, now=1.5)
+    assert later == pytest.approx(37.5)  # what c gave up, split with b, which wants as much
+    assert later + b + c <= 60 + 1e-9
 
 
 def test_expiring_forgets_upstreams_nobody_reports_any_more() -> None:
