@@ -86,4 +86,3 @@ def test_rate_limits_are_compiled_into_the_target() -> None:
     assert (target.requests_per_minute, target.tokens_per_minute) == (60, 9000)
     assert target.prices("m") == (2.5, 10)
     assert target.prices("unknown") == (0.0, 0.0)
-
