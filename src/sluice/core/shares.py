@@ -6,10 +6,11 @@ it took in the last 60 s) and its *demand* (what it wanted per minute, over its 
 
 - ``share >= window``: a replica is never told it has already overdrawn (it could do nothing
   about it but stop; its window slides out on its own).
-- the free part, ``L - sum(windows)``, goes first to what replicas want beyond their window,
-  by max-min fairness (water-filling: a replica that needs little gets all it needs, and what
-  it leaves goes to the others), and what nobody wants is split evenly, so an idle replica
-  can start serving before its next report.
+- the limit is split by max-min fairness on demand, with windows as floors (water-filling:
+  every replica gets ``max(window, min(demand, level))`` for the one level that adds up to
+  ``L``; a replica that wants little gets all it wants, and what it leaves goes to the
+  others). When the demands add up to less than ``L``, each gets its demand and what nobody
+  wants is split evenly, so an idle replica can start serving before its next report.
 - so the shares add up to ``L`` whenever the windows do not exceed it (after a lowered limit
   they may: then every share is its window until enough slides out).
 
@@ -45,17 +46,35 @@ def allocate(limit: float, claims: Mapping[str, Claim]) -> dict[str, float]:
     if not claims:
         return {}
     names = sorted(claims)
-    free = max(0.0, limit - sum(claims[n].window for n in names))
-    need = {n: max(0.0, claims[n].demand - claims[n].window) for n in names}
-    given: dict[str, float] = {}
-    left = len(names)
-    for name in sorted(names, key=lambda n: (need[n], n)):  # smallest need first
-        give = min(need[name], free / left)
-        given[name] = give
-        free -= give
-        left -= 1
-    spare = free / len(names)  # what nobody asked for: evenly
-    return {n: claims[n].window + given[n] + spare for n in names}
+    floor = {n: claims[n].window for n in names}
+    want = {n: max(claims[n].demand, floor[n]) for n in names}
+    if sum(floor.values()) >= limit:
+        return floor  # overdrawn (a lowered limit): each keeps its window, no more
+    if sum(want.values()) <= limit:
+        spare = (limit - sum(want.values())) / len(names)  # what nobody asked for: evenly
+        return {n: want[n] + spare for n in names}
+    level = _water_level(limit, floor, want)
+    return {n: max(floor[n], min(want[n], level)) for n in names}
+
+
+def _water_level(limit: float, floor: dict[str, float], want: dict[str, float]) -> float:
+    """The level L such that sum(max(floor, min(want, L))) == limit (max-min fairness with
+    floors), found in one pass over the sorted breakpoints: below a replica's floor it holds
+    its floor, between floor and want it rises with the level, above want it holds its want.
+    The caller made sure sum(floor) < limit < sum(want)."""
+    events = sorted(
+        [(floor[n], 0, n) for n in floor if floor[n] < want[n]]
+        + [(want[n], 1, n) for n in floor if floor[n] < want[n]]
+    )
+    fixed, rising = sum(floor.values()), 0  # total = fixed + rising * level, piecewise
+    for point, kind, name in events:
+        if rising and fixed + rising * point >= limit:
+            break
+        if kind == 0:
+            fixed, rising = fixed - floor[name], rising + 1
+        else:
+            fixed, rising = fixed + want[name], rising - 1
+    return (limit - fixed) / rising
 
 
 @dataclass(slots=True)

@@ -44,6 +44,12 @@ def test_demand_shifting_moves_the_free_part_with_it() -> None:
     assert later == pytest.approx({"a": 30, "b": 30})
 
 
+def test_replicas_that_took_more_do_not_get_more_of_what_is_free() -> None:
+    # Max-min on the whole share: the one that has not started catches up with the others.
+    shares = allocate(60, {"a": Claim(20, 900), "b": Claim(20, 900), "c": Claim(0, 900)})
+    assert shares == pytest.approx({"a": 20, "b": 20, "c": 20})
+
+
 def test_zero_demand_replicas_keep_their_window_and_a_spare() -> None:
     shares = allocate(90, {"a": Claim(30, 0), "b": Claim(0, 0), "c": Claim(0, 30)})
     assert shares == pytest.approx({"a": 40, "b": 10, "c": 40})
@@ -139,7 +145,7 @@ def test_shares_handed_out_at_different_moments_never_add_up_past_the_limit() ->
     assert c == 0  # idle: what it held goes to those who want it
     book.claim("u", "a", Claim(20, 3000), now=1.5)
     later = book.share("u", "a", 60, now=1.5)
-    assert later == pytest.approx(37.5)  # what c gave up, split with b, which wants as much
+    assert later == pytest.approx(30)  # what c gave up, split with b, which wants as much
     assert later + b + c <= 60 + 1e-9
 
 
