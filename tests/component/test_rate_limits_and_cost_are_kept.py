@@ -166,6 +166,30 @@ async def test_cost_is_counted_per_model_logged_and_sent_back(
     assert usage["costPerHour"] == pytest.approx(expected * 60)
 
 
+async def test_limit_and_cost_counters_start_at_zero_so_the_first_one_is_an_increase(
+    gateway_factory: MakeGateway, fakes: dict[str, FakeUpstream]
+) -> None:
+    priced = [{"name": "m1", "cost": {"inputPer1M": 2.0, "outputPer1M": 8.0}}]
+    documents = limited(fakes, "primary", {"requestsPerMinute": 3})
+    for document in documents:
+        if document["kind"] == "Upstream" and document["metadata"]["name"] == "primary":
+            document["spec"]["models"] = priced
+    gateway = await gateway_factory(documents=documents)
+
+    text = await (await gateway.client.get("/metrics")).text()
+
+    # Before any request (a series born at its first value has no rate() until it moves).
+    for series in (
+        'sluice_rate_limit_skips_total{namespace="default",upstream="primary"} 0.0',
+        'sluice_rate_limit_rejections_total{route="default/m1"} 0.0',
+        'sluice_cost_total{model="m1",namespace="default",upstream="primary"} 0.0',
+    ):
+        assert series in text.splitlines()
+    # Only limited Upstreams and priced model entries get them.
+    assert 'sluice_rate_limit_skips_total{namespace="default",upstream="secondary"}' not in text
+    assert 'sluice_cost_total{model="m1",namespace="default",upstream="secondary"}' not in text
+
+
 async def test_usage_is_drained_for_the_operator_with_what_was_taken_and_wanted(
     gateway: Gateway,
 ) -> None:

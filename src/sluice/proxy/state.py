@@ -104,10 +104,20 @@ class Proxy:
         for key, breaker in self.breakers.items():
             self.metrics.breakers.set_state(key[0], key[1], breaker.state)
         # Per-route counters start at zero, so the first rejection is a visible increase
-        # (a series born at 1 has no rate until it moves again).
+        # (a series born at 1 has no rate until it moves again). So do the rate-limit and cost
+        # counters of limited Upstreams and priced model entries: the alerts' first skip and
+        # the first answer's cost are an increase too.
+        metrics = self.metrics
         for entry in table.routes:
-            self.metrics.rejections.labels(entry.label)
-            self.metrics.failovers.labels(entry.label)
+            metrics.rejections.labels(entry.label)
+            metrics.failovers.labels(entry.label)
+            metrics.limit_rejections.labels(entry.label)
+        for (namespace, name), target in table.targets.items():
+            if target.requests_per_minute is not None or target.tokens_per_minute is not None:
+                metrics.limit_skips.labels(namespace, name)
+            for model in target.spec.models:
+                if model.cost.input_per_1m or model.cost.output_per_1m:
+                    metrics.cost.labels(namespace, name, model.name)
 
     def show_shares(self) -> None:
         """The rate-limit share gauges, after the table or the leader's answer moved them."""
