@@ -205,3 +205,18 @@ async def test_usage_is_drained_for_the_operator_with_what_was_taken_and_wanted(
     assert (secondary.success, secondary.failure) == (1, 0)
     assert primary.output_tokens == 8
     assert gateway.proxy.usage.drain(gateway.clock()) == []
+
+
+async def test_a_request_larger_than_every_token_limit_is_refused_rather_than_delayed(
+    gateway_factory: MakeGateway, fakes: dict[str, FakeUpstream]
+) -> None:
+    gateway = await gateway_factory(
+        documents=only(fakes, "primary", limits={"tokensPerMinute": 1_000})
+    )
+
+    response = await gateway.chat(max_tokens=5_000)
+
+    assert response.status == 400
+    body = await response.json()
+    assert "tokensPerMinute" in body["error"]["message"]
+    assert gateway.hits("primary") == 0

@@ -122,6 +122,7 @@ class Allowance:
         "_requests_held_until",
         "_tokens_held_until",
         "_tokens_remaining",
+        "heard_tokens",
         "limit_requests",
         "limit_tokens",
         "requests",
@@ -148,6 +149,7 @@ class Allowance:
         self._requests_held_until = 0.0
         self._tokens_held_until = 0.0
         self._tokens_remaining: int | None = None
+        self.heard_tokens = False  # the provider has said how many tokens it has left
 
     def set_limits(self, requests_per_minute: int | None, tokens_per_minute: int | None) -> None:
         """The spec changed: a limit removed is gone at once; a new one starts whole until the
@@ -212,6 +214,7 @@ class Allowance:
             reset = said.requests_reset_at or now + _UNSTATED_RESET_SECONDS
             self._requests_held_until = max(self._requests_held_until, reset)
         if said.tokens_remaining is not None:
+            self.heard_tokens = True
             self._tokens_remaining = said.tokens_remaining
             self._tokens_held_until = said.tokens_reset_at or now + _UNSTATED_RESET_SECONDS
 

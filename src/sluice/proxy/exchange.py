@@ -126,6 +126,14 @@ class Exchange:
         """Every candidate that could serve is at its rate limit (or busy): 429, nobody
         contacted; Retry-After when the soonest one has room again."""
         plan, metrics = self.plan, self.call.metrics
+        if plan.too_large():  # waiting would never help: say so, as the provider would
+            return error_response(
+                400,
+                f"this request needs about {plan.tokens} tokens, more than the tokensPerMinute "
+                "limit of every upstream for this model; lower max_tokens or the input",
+                "invalid_request_error",
+                headers={"x-sluice-attempts": "0"},
+            )
         wait = retry_after(plan.limit_frees_in())
         metrics.child(metrics.limit_rejections, plan.route).inc()
         names = ", ".join(sorted({c.target.name for c in plan.candidates}))

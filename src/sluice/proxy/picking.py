@@ -188,6 +188,11 @@ class Plan:
         ]
         return min(waits, default=1.0)
 
+    def too_large(self) -> bool:
+        """Every candidate held back is so by a tokensPerMinute smaller than this request."""
+        rate_limits = self.picker.rate_limits
+        return all(rate_limits.never_fits(c.target.key, self.tokens) for c in self.candidates)
+
     def _limited(self, candidate: Candidate) -> None:
         self.limited += 1
         metrics = self.picker.metrics

@@ -45,7 +45,9 @@ class RateLimits:
         self.shared = False  # a leader has answered with shares at least once
         self.answered_at: float | None = None  # when the last answer came (clock time)
         self.leader_lost_at: float | None = None  # since when the leader has not answered
-        self.has_token_limits = False  # some Upstream limits tokens: estimate each request
+        # Some Upstream limits tokens, or a provider said how many it has left: estimate each
+        # request's tokens (else they reserve none, and a provider's token count is moot).
+        self.has_token_limits = False
 
     def get(self, key: Key) -> Allowance | None:
         return self._allowances.get(key)
@@ -66,7 +68,9 @@ class RateLimits:
             elif requests is not None or tokens is not None:
                 kept[key] = Allowance(requests, tokens)
         self._allowances = kept
-        self.has_token_limits = any(a.limit_tokens is not None for a in kept.values())
+        self.has_token_limits = any(
+            a.limit_tokens is not None or a.heard_tokens for a in kept.values()
+        )
 
     def settle(self, key: Key, reservation: Reservation, tokens: int, now: float) -> None:
         """A request ended having used ``tokens``: its reservation corrected (if the Upstream
@@ -81,6 +85,8 @@ class RateLimits:
         if allowance is None:
             allowance = self._allowances[target.key] = Allowance(None, None)
         allowance.heed(said, now)
+        if said.tokens_remaining is not None:
+            self.has_token_limits = True
 
     def apply(self, shares: Iterable[Share], now: float) -> None:
         """The leader's answer: each Upstream's share for this replica."""
@@ -91,6 +97,12 @@ class RateLimits:
         self.shared = True
         self.answered_at = now
         self.leader_lost_at = None
+
+    def never_fits(self, key: Key, tokens: int) -> bool:
+        """Whether a request of ``tokens`` is over the Upstream's whole tokensPerMinute (no
+        share, no wait could ever let it through)."""
+        allowance = self._allowances.get(key)
+        return allowance is not None and (allowance.limit_tokens or tokens) < tokens
 
     def lost_leader(self, now: float) -> None:
         """The leader stopped answering: keep the last shares (fail-static). A replica that
