@@ -82,9 +82,10 @@ def _cannot_wait(request: web.Request, response: web.StreamResponse, chunk: byte
     """The write stays under the transport's high-water mark, so the transport takes it
     without pausing the connection, and aiohttp's drain (its only wait, with an
     on_response_prepare handler's) returns at once. An answer whose size is not known beforehand
-    (a body that is not bytes) may wait."""
+    (a body that is not bytes), or a compressed one (its compressor may run in a thread), may
+    wait."""
     transport = request.transport
-    if transport is None or request.protocol.writing_paused:
+    if transport is None or request.protocol.writing_paused or response.compression:
         return False
     if chunk is not None:
         size = len(chunk) + _FRAMING
@@ -96,8 +97,9 @@ def _cannot_wait(request: web.Request, response: web.StreamResponse, chunk: byte
         if request.app.on_response_prepare:
             return False
         # A header's characters take at most 4 bytes each in UTF-8, and ": " and CRLF.
-        head = sum(len(k) + len(v) for k, v in response.headers.items())
-        size = len(body) + 4 * head + 4 * len(response.headers) + _HEAD_ROOM
+        headers = response.headers
+        head = sum(map(len, headers.keys())) + sum(map(len, headers.values()))
+        size = len(body) + 4 * head + 4 * len(headers) + _HEAD_ROOM
     else:
         return False
     return transport.get_write_buffer_size() + size <= transport.get_write_buffer_limits()[1]
