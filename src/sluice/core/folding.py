@@ -4,9 +4,9 @@ cluster's usage of an Upstream over the last minute. Pure.
 :func:`feed_breaker` records a report's attempts with the Upstream's cluster breaker, as if
 the operator had made them: successes first, then failures, so failures that replicas report
 one each add up to consecutive failures (the order inside one interval is not known; this
-order never lets a report's own successes hide its failures). Slow ones are recorded with the
-policy's slow duration, after the fast ones (a fast success alone does not make the breaker
-look at its rates). At most :data:`FOLD_LIMIT` attempts per report are fed one by one; past
+order never lets a report's own successes hide its failures). Successes go in at once
+(:meth:`CircuitBreaker.record_successes`: thousands a second arrive); failures one by one,
+slow ones with the policy's slow duration. At most :data:`FOLD_LIMIT` attempts per report are fed one by one; past
 it the counts are scaled down with their ratios kept (the rates are what matters at that
 volume), so one report costs bounded CPU whatever it claims.
 
@@ -42,10 +42,7 @@ def feed_breaker(breaker: CircuitBreaker, usage: UpstreamUsage, now: float, *, s
     slow_duration = None if slow_calls is None else slow_calls.duration
     slow_successes = min(slow, success)
     slow_failures = min(slow - slow_successes, failure)
-    ok = Outcome(OutcomeKind.SUCCESS, f"reported by {source}")
-    fast = success - slow_successes  # slow ones last: a fast success does not check the rates
-    for i in range(success):
-        breaker.record(ADMITTED, ok, now, duration=slow_duration if i >= fast else None)
+    breaker.record_successes(success, now, slow=slow_successes)
     failed = Outcome(OutcomeKind.FAILURE, f"{usage.last_error or 'a failure'} (seen by {source})")
     for i in range(failure):
         if breaker.automatic_state is not State.CLOSED:

@@ -84,61 +84,73 @@ class _Allocation:
     shares: dict[str, float]
 
 
+@dataclass(slots=True)
+class _Limit:
+    """One Upstream's claims, what each replica was last given, and what they hold in all."""
+
+    claims: dict[str, tuple[Claim, float]] = field(default_factory=dict)  # and when
+    held: dict[str, float] = field(default_factory=dict)  # max(last given, window)
+    held_total: float = 0.0  # sum(held), kept as it changes: a report must not add up 50
+    allocation: _Allocation | None = None
+
+    def hold(self, replica: str, amount: float) -> None:
+        self.held_total += amount - self.held.get(replica, 0.0)
+        self.held[replica] = amount
+
+    def expire(self, now: float, stale_after: float) -> None:
+        for name in [n for n, (_, seen) in self.claims.items() if now - seen > stale_after]:
+            del self.claims[name]
+            self.held_total -= self.held.pop(name, 0.0)  # it holds nothing any more
+        self.held_total = sum(self.held.values())  # and no float drift creeps in
+
+
 @dataclass
 class ShareBook:
     """Claims on one kind of limit (requests, or tokens) for every Upstream, by replica."""
 
     stale_after: float = 3.0  # seconds without a report before a replica leaves
     refresh: float = 0.25  # recompute an Upstream's allocation at most this often
-    _claims: dict[object, dict[str, tuple[Claim, float]]] = field(default_factory=dict)
-    _allocations: dict[object, _Allocation] = field(default_factory=dict)
-    _given: dict[object, dict[str, float]] = field(default_factory=dict)
+    _limits: dict[object, _Limit] = field(default_factory=dict)
 
     def claim(self, key: object, replica: str, claim: Claim, now: float) -> None:
-        self._claims.setdefault(key, {})[replica] = (claim, now)
+        entry = self._limits.get(key)
+        if entry is None:
+            entry = self._limits[key] = _Limit()
+        entry.claims[replica] = (claim, now)
+        entry.hold(replica, max(entry.held.get(replica, 0.0), claim.window))
 
     def share(self, key: object, replica: str, limit: float, now: float) -> float:
-        """``replica``'s share of ``limit`` on ``key``, from claims at most ``refresh`` old.
-        The replica must have claimed on ``key`` (its report comes first)."""
-        claims = self._claims[key]
-        allocation = self._allocations.get(key)
+        """``replica``'s share of ``limit`` on ``key``, from claims at most ``refresh`` old,
+        and no more than the others leave. The replica must have claimed on ``key`` (its
+        report comes first)."""
+        entry = self._limits[key]
+        allocation = entry.allocation
         if (
             allocation is None
             or allocation.limit != limit
             or now - allocation.at >= self.refresh
             or replica not in allocation.shares
         ):
-            self._expire(claims, now)
-            live = {name: claim for name, (claim, _) in claims.items()}
-            allocation = _Allocation(limit, now, allocate(limit, live))
-            self._allocations[key] = allocation
-        given = self._given.setdefault(key, {})
-        held = sum(
-            max(share, claims[name][0].window)
-            for name, share in given.items()
-            if name != replica and name in claims
-        )
-        window = claims[replica][0].window
-        share = max(min(allocation.shares[replica], limit - held), window)
-        given[replica] = share
+            entry.expire(now, self.stale_after)
+            live = {name: claim for name, (claim, _) in entry.claims.items()}
+            allocation = entry.allocation = _Allocation(limit, now, allocate(limit, live))
+        window = entry.claims[replica][0].window
+        others = entry.held_total - entry.held.get(replica, 0.0)
+        share = max(min(allocation.shares[replica], limit - others), window)
+        entry.hold(replica, share)
         return share
-
-    def _expire(self, claims: dict[str, tuple[Claim, float]], now: float) -> None:
-        for name in [n for n, (_, seen) in claims.items() if now - seen > self.stale_after]:
-            del claims[name]  # (what it was given stops counting: only claimants hold shares)
 
     def forget(self, key: object) -> None:
         """The Upstream is gone, or no longer has this limit."""
-        self._claims.pop(key, None)
-        self._allocations.pop(key, None)
-        self._given.pop(key, None)
+        self._limits.pop(key, None)
 
     def expire(self, now: float) -> None:
         """Drop replicas that stopped reporting, everywhere (call now and then)."""
-        for key, claims in list(self._claims.items()):
-            self._expire(claims, now)
-            if not claims:
-                self.forget(key)
+        for key, entry in list(self._limits.items()):
+            entry.expire(now, self.stale_after)
+            if not entry.claims:
+                del self._limits[key]
 
     def replicas(self, key: object) -> list[str]:
-        return sorted(self._claims.get(key, {}))
+        entry = self._limits.get(key)
+        return [] if entry is None else sorted(entry.claims)

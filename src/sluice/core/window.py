@@ -56,16 +56,16 @@ class SlidingWindow:
         self._head = index
         return index % self._size
 
-    def add(self, now: float, *, failed: bool, slow: bool) -> None:
+    def add(self, now: float, *, failed: bool, slow: bool, count: int = 1) -> None:
         slot = self.advance(now)
-        self._total[slot] += 1
-        self.total += 1
+        self._total[slot] += count
+        self.total += count
         if failed:
-            self._failures[slot] += 1
-            self.failures += 1
+            self._failures[slot] += count
+            self.failures += count
         if slow:
-            self._slow[slot] += 1
-            self.slow += 1
+            self._slow[slot] += count
+            self.slow += count
 
     def clear(self) -> None:
         for counts in (self._total, self._failures, self._slow):
