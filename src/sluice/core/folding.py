@@ -6,8 +6,8 @@ the operator had made them: successes first, then failures, so failures that rep
 one each add up to consecutive failures (the order inside one interval is not known; this
 order never lets a report's own successes hide its failures). Successes go in at once
 (:meth:`CircuitBreaker.record_successes`: thousands a second arrive); failures one by one,
-slow ones with the policy's slow duration. At most :data:`FOLD_LIMIT` attempts per report are fed one by one; past
-it the counts are scaled down with their ratios kept (the rates are what matters at that
+slow ones with the policy's slow duration. Past :data:`FOLD_LIMIT` attempts in a report the
+counts are scaled down with their ratios kept (the rates are what matters at that
 volume), so one report costs bounded CPU whatever it claims.
 
 :class:`UsageMinute` sums requests, tokens and cost in one-second buckets over 60 s: the

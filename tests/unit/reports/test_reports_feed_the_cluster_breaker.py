@@ -82,3 +82,13 @@ def test_the_usage_minute_forgets_what_is_older_than_sixty_seconds() -> None:
     assert minute.totals(131.0) == (5, 50, 0.75)
     assert minute.totals(160.5) == (2, 20, 0.25)
     assert minute.totals(500.0) == (0, 0, 0.0)
+
+
+def test_successes_in_bulk_count_as_that_many_in_the_window() -> None:
+    cluster = breaker(
+        consecutive_failures=None, failure_rate=FailureRate(threshold=50, minimum_requests=10)
+    )
+    cluster.record_successes(7, 1.0, slow=2)
+    assert cluster.window_counts == (7, 0, 2)
+    feed_breaker(cluster, UpstreamUsage("ns", "u", failure=8), 1.0, source="p")
+    assert cluster.state is State.OPEN  # 8 of 15
