@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from sluice.devcluster import Tools
-from sluice.devcluster.cluster import ControlPlane
+from sluice.devcluster.cluster import ControlPlane, free_port
 from tests.integration.conftest import Kubectl
 from tests.integration.harness import (
     OperatorProcess,
@@ -141,8 +141,11 @@ def test_with_client_auth_off_nothing_is_mounted_or_asked_for(tools: Tools) -> N
     pod = proxy_pod(objects)
     container = pod["containers"][0]
     assert not [a for a in container["args"] if a.startswith("--client-keys")]
-    assert [v["name"] for v in pod["volumes"]] == ["tmp"]
-    assert [m["name"] for m in container["volumeMounts"]] == ["tmp"]
+    # What is left: /tmp, and the token reports to the operator carry (no Secret: projected).
+    assert [v["name"] for v in pod["volumes"]] == ["tmp", "report-token"]
+    assert [m["name"] for m in container["volumeMounts"]] == ["tmp", "report-token"]
+    projected = pod["volumes"][1]["projected"]["sources"][0]["serviceAccountToken"]
+    assert projected["audience"] == "sluice-operator"
 
 
 @pytest.mark.parametrize(
@@ -246,11 +249,18 @@ def test_helm_install_creates_every_object(kubectl: Kubectl, installed: str) -> 
         "RoleBinding/sluice-operator",
         "RoleBinding/sluice-operator-leader",
         "RoleBinding/sluice-proxy",
+        "Service/sluice-operator",
         "Service/sluice-operator-metrics",
         "Service/sluice-proxy",
         "ServiceAccount/sluice-operator",
         "ServiceAccount/sluice-proxy",
     ]
+    cluster_wide = get_json(
+        kubectl, "clusterrole,clusterrolebinding", "-l", "app.kubernetes.io/instance=sluice"
+    )
+    assert f"{installed}-sluice-operator-tokenreview" in {
+        i["metadata"]["name"] for i in cluster_wide["items"]
+    }
     proxy = get_json(kubectl, "deploy", "sluice-proxy", "-n", installed)
     container = proxy["spec"]["template"]["spec"]["containers"][0]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
@@ -425,8 +435,30 @@ def test_the_operator_and_proxy_do_their_job_as_the_charts_service_accounts(
         namespace, "sluice-proxy", tmp_path / "proxy.kubeconfig"
     )
     kubectl("apply", "-f", "-", input=upstream(namespace, fake))
-    operator = OperatorProcess(as_operator, namespace, tmp_path / "operator.log")
-    proxy = ProxyProcess(as_proxy, namespace, tmp_path / "proxy.log")
+    # Reports: the proxy proves who it is with a token for the operator's audience (the
+    # chart projects one), and the operator checks it with a TokenReview.
+    token = tmp_path / "report-token"
+    token.write_text(
+        control_plane.service_account_token(
+            namespace, "sluice-proxy", audiences=["sluice-operator"]
+        )
+    )
+    port = free_port()
+    operator = OperatorProcess(
+        as_operator,
+        namespace,
+        tmp_path / "operator.log",
+        f"--report-port={port}",
+        f"--report-address=127.0.0.1:{port}",
+        f"--report-user=system:serviceaccount:{namespace}:sluice-proxy",
+    )
+    proxy = ProxyProcess(
+        as_proxy,
+        namespace,
+        tmp_path / "proxy.log",
+        f"--report-to=http://127.0.0.1:{port}",
+        f"--report-token-file={token}",
+    )
     try:
         # The operator: leader Lease, probes with the Secret's key, status, Events.
         probed = eventually(
@@ -466,6 +498,12 @@ def test_the_operator_and_proxy_do_their_job_as_the_charts_service_accounts(
         )
         lease = get_json(kubectl, "lease", "sluice-operator", "-n", namespace)
         assert lease["spec"]["holderIdentity"] == "op"
+        # The proxy reports, and the operator reviews its token, as their ServiceAccounts.
+        eventually(
+            lambda: operator.metric("sluice_operator_reports_total", result="accepted") > 0,
+            timeout=15,
+            what="a report taken (TokenReview as the operator's ServiceAccount)",
+        )
 
         assert "Forbidden" not in operator.log() + proxy.log()
     finally:
@@ -565,3 +603,19 @@ def test_each_is_refused_what_it_must_not_have(
     assert result.returncode != 0
     assert "Forbidden" in result.stderr
     assert refusal in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("account", "answer"), [("sluice-operator", "yes"), ("sluice-proxy", "no")]
+)
+def test_only_the_operator_may_review_tokens(
+    kubectl: Kubectl,
+    installed: str,
+    control_plane: ControlPlane,
+    tmp_path: Path,
+    account: str,
+    answer: str,
+) -> None:
+    as_account = control_plane.service_account_kubeconfig(installed, account, tmp_path / "kc")
+    result = kubectl("auth", "can-i", "create", "tokenreviews", kubeconfig=as_account, check=False)
+    assert result.stdout.strip() == answer
