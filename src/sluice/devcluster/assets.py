@@ -68,10 +68,14 @@ def cache_root() -> Path:
     return Path(xdg) / "sluice"
 
 
-def _sources_digest() -> str:
-    """A hash of the Go builder sources, so editing them rebuilds into a new cache entry."""
+def sources_digest(*builders: str) -> str:
+    """A hash of the Go builder sources, so editing them rebuilds into a new cache entry.
+
+    Only the named builders' folders count (the control plane's by default), so adding the
+    node's builders next to them leaves the control plane's cache entry where it was."""
     digest = hashlib.sha256()
-    for path in sorted(GOBUILD_DIR.rglob("*")):
+    folders = [GOBUILD_DIR / name for name in builders or BINARIES]
+    for path in sorted(p for folder in folders for p in folder.rglob("*")):
         if path.is_file() and path.name in {"go.mod", "go.sum", "main.go"}:
             digest.update(str(path.relative_to(GOBUILD_DIR)).encode())
             digest.update(path.read_bytes())
@@ -79,7 +83,7 @@ def _sources_digest() -> str:
 
 
 def binaries_cache_dir() -> Path:
-    key = f"kube-apiserver-{KUBERNETES_VERSION}_etcd-{ETCD_VERSION}_{_sources_digest()}"
+    key = f"kube-apiserver-{KUBERNETES_VERSION}_etcd-{ETCD_VERSION}_{sources_digest()}"
     return cache_root() / "controlplane" / key
 
 
