@@ -38,22 +38,36 @@ def _scaled(usage: UpstreamUsage) -> tuple[int, int, int]:
 def feed_breaker(breaker: CircuitBreaker, usage: UpstreamUsage, now: float, *, source: str) -> None:
     """Record the attempts ``usage`` reports (``source``: who saw them, for the message)."""
     success, failure, slow = _scaled(usage)
+    slow_successes = min(slow, success)
+    if success:
+        breaker.record_successes(success, now, slow=slow_successes)
+    if failure:
+        _feed_failures(breaker, usage, failure, slow - slow_successes, now=now, source=source)
+    limited = min(usage.rate_limited, FOLD_LIMIT)
+    if limited and not breaker.policy.rate_limited_is_failure:
+        limited = 1  # it only holds the upstream off; once says as much as a thousand times
+    if limited:
+        throttled = Outcome(OutcomeKind.RATE_LIMITED, f"HTTP 429 (seen by {source})", status=429)
+        for _ in range(limited):
+            breaker.record(ADMITTED, throttled, now)
+
+
+def _feed_failures(
+    breaker: CircuitBreaker,
+    usage: UpstreamUsage,
+    failure: int,
+    slow: int,
+    *,
+    now: float,
+    source: str,
+) -> None:
     slow_calls = breaker.policy.slow_calls
     slow_duration = None if slow_calls is None else slow_calls.duration
-    slow_successes = min(slow, success)
-    slow_failures = min(slow - slow_successes, failure)
-    breaker.record_successes(success, now, slow=slow_successes)
     failed = Outcome(OutcomeKind.FAILURE, f"{usage.last_error or 'a failure'} (seen by {source})")
     for i in range(failure):
         if breaker.automatic_state is not State.CLOSED:
             break  # tripped: the rest are not evidence about Closed any more
-        breaker.record(ADMITTED, failed, now, duration=slow_duration if i < slow_failures else None)
-    limited = min(usage.rate_limited, FOLD_LIMIT)
-    if limited and not breaker.policy.rate_limited_is_failure:
-        limited = 1  # it only holds the upstream off; once says as much as a thousand times
-    throttled = Outcome(OutcomeKind.RATE_LIMITED, f"HTTP 429 (seen by {source})", status=429)
-    for _ in range(limited):
-        breaker.record(ADMITTED, throttled, now)
+        breaker.record(ADMITTED, failed, now, duration=slow_duration if i < slow else None)
 
 
 class UsageMinute:

@@ -175,23 +175,23 @@ def _costs(value: object, where: str) -> dict[str, float]:
 def _usage(value: object, where: str) -> UpstreamUsage:
     if type(value) is not dict:
         raise WireError(f"{where}: must be an object")
-    usage = UpstreamUsage(
-        namespace=_text(value.get("namespace"), f"{where}.namespace", MAX_NAME),
-        name=_text(value.get("name"), f"{where}.name", MAX_NAME),
-    )
-    for name in _COUNTS:
-        if name in value:
-            setattr(usage, name, _count(value[name], f"{where}.{name}"))
-    if usage.slow > usage.success + usage.failure:
+    fields: dict[str, Any] = {
+        name: _count(value[name], f"{where}.{name}") for name in _COUNTS if name in value
+    }
+    if fields.get("slow", 0) > fields.get("success", 0) + fields.get("failure", 0):
         raise WireError(f"{where}.slow: more than success + failure")
     if "cost" in value:
-        usage.cost = _amount(value["cost"], f"{where}.cost")
+        fields["cost"] = _amount(value["cost"], f"{where}.cost")
     if "cost_by_model" in value:
-        usage.cost_by_model = _costs(value["cost_by_model"], f"{where}.cost_by_model")
+        fields["cost_by_model"] = _costs(value["cost_by_model"], f"{where}.cost_by_model")
     error = value.get("last_error")
     if error is not None:
-        usage.last_error = _text(error, f"{where}.last_error", MAX_ERROR, empty=True)
-    return usage
+        fields["last_error"] = _text(error, f"{where}.last_error", MAX_ERROR, empty=True)
+    return UpstreamUsage(
+        namespace=_text(value.get("namespace"), f"{where}.namespace", MAX_NAME),
+        name=_text(value.get("name"), f"{where}.name", MAX_NAME),
+        **fields,
+    )
 
 
 def decode_report(body: bytes) -> Report:
