@@ -11,6 +11,7 @@ from sluice.operator.status import (
     build_status,
     health_moved,
     snapshot_from_status,
+    usage_moved,
     visible,
 )
 from sluice.operator.worker import WriteBudget
@@ -136,3 +137,13 @@ def test_the_health_write_budget_caps_the_rate_whatever_the_noise() -> None:
     granted = sum(budget.take(NOW + i * 0.01) for i in range(6000))  # 6000 asks in 60 s
 
     assert granted == 10 + 59  # the burst, then one a second
+
+
+def test_usage_is_written_when_it_moves_by_a_tenth_or_to_or_from_zero() -> None:
+    before = {"requestsPerMinute": 100, "tokensPerMinute": 5000, "costPerHour": 1.0}
+    assert usage_moved(None, before)
+    assert not usage_moved(before, {**before, "requestsPerMinute": 109})
+    assert usage_moved(before, {**before, "requestsPerMinute": 111})
+    assert usage_moved(before, {**before, "costPerHour": 0.0})
+    assert usage_moved({**before, "tokensPerMinute": 0}, before)
+    assert not usage_moved(before, None)
