@@ -5,6 +5,7 @@
     .venv/bin/python bench/gateways.py --scenarios client-auth [--rounds 4]
     .venv/bin/python bench/gateways.py --scenarios before-after --old REV [--new HEAD] [--rounds 4]
     .venv/bin/python bench/gateways.py --scenarios anthropic [--rounds 4] [--duration 8]
+    .venv/bin/python bench/gateways.py --scenarios limits [--rounds 4] [--duration 8]
 
 Peers are installed into Sluice's cache (``~/.cache/sluice/bench``), pinned, never as project
 dependencies: LiteLLM's proxy in a venv of its own, Portkey's gateway with npm. Every target
@@ -25,7 +26,10 @@ at --new, each commit's ``src`` extracted with ``git archive`` and put first on 
 interleaved rounds; writes only its own section, and is never part of the default run); an
 Anthropic upstream (``--scenarios anthropic``: Sluice with an OpenAI-compatible Upstream and
 Sluice with a ``provider: anthropic`` one, whose chat is translated to the Messages API and
-back, interleaved rounds; only its own section, never part of the default run). wrk, hey,
+back, interleaved rounds; only its own section, never part of the default run); rate limits
+(``--scenarios limits``: Sluice without and with ``limits`` on its Upstream, so large they are
+never reached, interleaved like client auth; only its own section, never part of the default
+run). wrk, hey,
 nginx and HAProxy come from Debian (installed when missing and apt-get can); plots are drawn
 with matplotlib from a venv in the cache.
 """
@@ -43,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -303,7 +308,6 @@ def report(
         lines += client_auth_section(
             extra["client_auth"],
             scenarios.key_check_us(),
-            duration,
             f".venv/bin/python bench/gateways.py` at `{source_state()}",
         ).split("\n")
     if missing:
@@ -317,58 +321,148 @@ CLIENT_AUTH = "Client auth: CPU per request with and without client keys"
 BEFORE_AFTER = "Before and after: CPU per request of two commits' proxies"
 ANTHROPIC = "Anthropic upstream: CPU per request beside an OpenAI-compatible one"
 ANTHROPIC_GOAL = 1.3  # the issue's bound on anthropic ÷ openai-compatible CPU per request
+LIMITS = "Rate limits: CPU per request with and without limits"
+LIMITS_GOAL = 1.10  # issue 14's bound on with ÷ without limits, CPU per request
 # Sections written by scripts of their own (bench/abuse.py) or by section-only scenarios that a
-# full run does not make (before-after), kept when the page is rewritten.
-KEPT_SECTIONS = ("Memory under abuse", BEFORE_AFTER, ANTHROPIC)
+# full run does not make (before-after, anthropic, limits), kept when the page is rewritten.
+KEPT_SECTIONS = ("Memory under abuse", BEFORE_AFTER, ANTHROPIC, LIMITS)
 
 
-def client_auth_section(
-    rows: list[dict[str, Any]], check: dict[str, float], duration: int, command: str
+def off_on_section(
+    heading: str,
+    rows: list[dict[str, Any]],
+    intro: list[str],
+    feature: str,
+    *,
+    column: tuple[str, str] | None = None,
+    goal: float | None = None,
+    notes: tuple[str, ...] = (),
 ) -> str:
-    def spread(values: list[float]) -> str:
-        return f"{statistics.median(values):.3f} (range {min(values):.3f} to {max(values):.3f})"
+    """The section of an off/on scenario (``scenarios.off_on``): ``intro`` (paragraphs), the
+    runs (``column``: a header and the row's key for one more column), then on ÷ off in the
+    same round, against ``goal`` if given, and ``notes`` (bullets)."""
+    off = {r["round"]: r for r in rows if not r["on"]}
+    on = {r["round"]: r for r in rows if r["on"]}
+    rounds = sorted(set(off) & set(on))
 
-    off = [r for r in rows if not r["auth"]]
-    on = [r for r in rows if r["auth"]]
-    paired = [(a, b) for a in off for b in on if a["round"] == b["round"]]
-    cpu = [b["cpu_us_per_request"] / a["cpu_us_per_request"] for a, b in paired]
-    rps = [b["rps"] / a["rps"] for a, b in paired]
-    off_cpu = [r["cpu_us_per_request"] for r in off]
+    def per_round(key: str) -> list[float]:
+        return [on[i][key] / off[i][key] for i in rounds]
+
+    def cpu(runs: dict[int, dict[str, Any]]) -> list[float]:
+        return [runs[i]["cpu_us_per_request"] for i in rounds]
+
+    ratio_cpu = (
+        f"CPU per request, on ÷ off in the same round: {spread(per_round('cpu_us_per_request'))}"
+    )
+    if goal is not None:
+        verdict = "within" if statistics.median(per_round("cpu_us_per_request")) <= goal else "over"
+        ratio_cpu = (
+            f"**{ratio_cpu}, over {len(rounds)} rounds**, {verdict} the goal of at most {goal:.2f}x"
+        )
+    extra = f" | {column[0]}" if column else ""
     lines = [
-        f"## {CLIENT_AUTH}",
+        f"## {heading}",
         "",
+        *(line for paragraph in intro for line in (paragraph, "")),
+        f"| round | {feature} | req/s | p50 ms | p99 ms | proxy CPU µs/req | errors{extra} |",
+        "|---:|---|---:|---:|---:|---:|---:|" + ("---:|" if column else ""),
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['round']} | {'on' if r['on'] else 'off'} | {r['rps']:.0f} | "
+            f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['cpu_us_per_request']:.1f} | "
+            f"{r['errors']}{f' | {r[column[1]]}' if column else ''} |"
+        )
+    lines += [
+        "",
+        f"- {ratio_cpu}.",
+        f"- CPU per request, median: off {spread(cpu(off), 1)} µs, on {spread(cpu(on), 1)} µs.",
+        f"- Throughput, on ÷ off in the same round: {spread(per_round('rps'))}; median req/s "
+        f"off {statistics.median(off[i]['rps'] for i in rounds):.0f}, on "
+        f"{statistics.median(on[i]['rps'] for i in rounds):.0f}.",
+        "- Noise, for scale: each one's own runs range "
+        + ", ".join(
+            f"{name} {min(cpu(runs)):.1f} to {max(cpu(runs)):.1f} µs/req "
+            f"({max(cpu(runs)) / min(cpu(runs)):.3f}x)"
+            for name, runs in (("off", off), ("on", on))
+        )
+        + ".",
+        *(f"- {note}" for note in notes),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def off_median_cpu(rows: list[dict[str, Any]]) -> float:
+    return statistics.median(r["cpu_us_per_request"] for r in rows if not r["on"])
+
+
+def client_auth_section(rows: list[dict[str, Any]], check: dict[str, float], command: str) -> str:
+    intro = (
         f"Generated by `{command}`. Sluice (`sluice proxy --manifests`, uvloop, access log on) "
         "without `--client-keys`, then with `--client-keys FILE` (20 keys, one a line; the load "
         "sends the last), alternating off, on, off, on, ..., a fresh process each run; the same "
         "upstream (nginx) and the same `Authorization: Bearer` header in both, so only the "
-        f"check differs. wrk, {rows[0]['connections']} connections, {duration} s per run after "
+        f"check differs. wrk, {rows[0]['connections']} connections, {rows[0]['duration']} s per "
+        "run after "
         "a 2 s warm-up; proxy CPU is user + system time of its process over the run, divided "
-        "by the requests wrk completed.",
-        "",
-        "| round | client keys | req/s | p50 ms | p99 ms | proxy CPU µs/req | errors "
-        "| a request without a key gets |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['round']} | {'on' if r['auth'] else 'off'} | {r['rps']:.0f} | "
-            f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['cpu_us_per_request']:.1f} | "
-            f"{r['errors']} | {r['keyless_status']} |"
-        )
-    lines += [
-        "",
-        f"- CPU per request, on ÷ off in the same round: {spread(cpu)}.",
-        f"- Throughput, on ÷ off in the same round: {spread(rps)}.",
-        f"- Noise, for scale: the off runs alone range {min(off_cpu):.1f} to "
-        f"{max(off_cpu):.1f} µs/req ({max(off_cpu) / min(off_cpu):.3f}x).",
-        "- The check alone (`ClientKeys.client`, 20 keys, best of 5 runs of 20000 calls in one "
+        "by the requests wrk completed."
+    )
+    note = (
+        "The check alone (`ClientKeys.client`, 20 keys, best of 5 runs of 20000 calls in one "
         f"process): {check['valid_key_us']:.2f} µs for the key the load sends, "
         f"{check['no_key_us']:.2f} µs when no key is sent; "
-        f"{check['valid_key_us'] / statistics.median(off_cpu) * 100:.1f}% of the median "
-        "off run's CPU per request.",
-        "",
-    ]
-    return "\n".join(lines)
+        f"{check['valid_key_us'] / off_median_cpu(rows) * 100:.1f}% of the median off run's "
+        "CPU per request."
+    )
+    return off_on_section(
+        CLIENT_AUTH, rows, [intro], "client keys",
+        column=("a request without a key gets", "keyless_status"), notes=(note,),
+    )  # fmt: skip
+
+
+def limits_section(found: dict[str, Any], alone: dict[str, float], command: str) -> str:
+    rows = found["runs"]
+    limits = ", ".join(f"{k}: {v}" for k, v in scenarios.LIMITS.items())
+    intro = (
+        f"Generated by `{command}`. Sluice (`sluice proxy --manifests`, uvloop, access log on) "
+        "with the one Upstream of the other Sluice runs, without `limits` (off), then with "
+        f"`limits: {{{limits}}}` (on): limits the load never comes near, so every request goes "
+        "through the limiter (its tokens estimated, room checked, one request and the "
+        "estimate taken, the tokens settled to the answer's usage at its end) and none is "
+        "refused. Alternating off, on, off, on, ..., a fresh process each run; the same "
+        f"upstream (nginx) and the same requests in both. wrk, {rows[0]['connections']} "
+        f"connections, {rows[0]['duration']} s per run after a 2 s warm-up; proxy CPU is user + "
+        "system "
+        "time of its process over the run, divided by the requests wrk completed. Ratios are "
+        "taken within a round, then their median."
+    )
+    check = (
+        f"Checked once before timing, in a process of its own with the limits on: {found['check']}."
+    )
+    note = (
+        "The limiter alone (`estimate_tokens`, `Allowance.has_room`, `take`, `settle`, with "
+        "`time.monotonic` as the clock; best of 5 runs of 20000 in one process): "
+        f"{alone['limiter_us']:.2f} µs a request, "
+        f"{alone['limiter_us'] / off_median_cpu(rows) * 100:.1f}% of the median off run's CPU "
+        "per request."
+    )
+    return off_on_section(LIMITS, rows, [intro, check], "limits", goal=LIMITS_GOAL, notes=(note,))
+
+
+# Off/on scenarios written alone: heading, measure (scenarios), the feature alone in one
+# process (scenarios), section.
+OFF_ON: dict[
+    str, tuple[str, Callable[..., Any], Callable[[], dict[str, float]], Callable[..., str]]
+] = {
+    "client-auth": (
+        CLIENT_AUTH,
+        scenarios.client_auth,
+        scenarios.key_check_us,
+        client_auth_section,
+    ),
+    "limits": (LIMITS, scenarios.limits, scenarios.limiter_us, limits_section),
+}
 
 
 def spread(values: list[float], digits: int = 3) -> str:
@@ -481,9 +575,10 @@ def before_after_section(
 
 SCENARIOS = ("throughput", "open-loop", "streams", "failover", "memory", "client-auth")
 # Scenarios that, run alone, rewrite only their own section of the page; before-after is never
-# part of the default run (it needs --old), nor is anthropic; both write only their own section.
-SECTION_ONLY = {"client-auth", "before-after", "anthropic"}
-EXTRA_SCENARIOS = ("before-after", "anthropic")  # never part of the default run
+# part of the default run (it needs --old), nor are anthropic and limits; they write only their
+# own section.
+SECTION_ONLY = {"client-auth", "before-after", "anthropic", "limits"}
+EXTRA_SCENARIOS = ("before-after", "anthropic", "limits")  # never part of the default run
 
 
 def ensure_tools() -> None:
@@ -514,7 +609,7 @@ def parse_args() -> argparse.Namespace:
         "--rounds",
         type=int,
         default=4,
-        help="client-auth: off/on pairs; before-after, anthropic: rounds",
+        help="client-auth, limits: off/on pairs; before-after, anthropic: rounds",
     )
     parser.add_argument("--old", help="before-after: the commit before (e.g. 450f2f1)")
     parser.add_argument(
@@ -600,28 +695,33 @@ def write_page(path: Path, text: str) -> None:
 
 
 def section_only(args: argparse.Namespace, chosen: list[str]) -> None:
-    """Run ``chosen`` (client-auth, before-after, anthropic) and rewrite only their sections of
-    --output."""
-    if "client-auth" in chosen:
-        write_client_auth(args)
+    """Run ``chosen`` (client-auth, before-after, anthropic, limits) and rewrite only their
+    sections of --output."""
+    for scenario in OFF_ON:
+        if scenario in chosen:
+            write_off_on(args, scenario)
     if "before-after" in chosen:
         write_before_after(args)
     if "anthropic" in chosen:
         write_anthropic(args)
 
 
-def write_client_auth(args: argparse.Namespace) -> None:
+def write_off_on(args: argparse.Namespace, scenario: str) -> None:
+    """An off/on scenario of OFF_ON alone: its runs (a list, or a dict with them under
+    ``runs``), then its section in place of the old one in --output."""
+    heading, measure, alone, section = OFF_ON[scenario]
     started = time.monotonic()
     missing: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp:
-        rows = scenarios.client_auth(Path(tmp), missing, args.duration, args.rounds)
-    if missing or len(rows) < 2:
-        sys.exit(f"client auth could not be measured: {missing}")
-    command = ".venv/bin/python bench/gateways.py --scenarios client-auth"
+        found = measure(Path(tmp), missing, args.duration, args.rounds)
+    runs = found["runs"] if isinstance(found, dict) else found
+    if missing or len(runs) < 2:
+        sys.exit(f"{scenario} could not be measured: {missing}")
+    command = f".venv/bin/python bench/gateways.py --scenarios {scenario}"
     command += f" --duration {args.duration} --rounds {args.rounds}` at `{source_state()}"
-    text = client_auth_section(rows, scenarios.key_check_us(), args.duration, command)
+    text = section(found, alone(), command)
     print(text)
-    write_section(args.output, CLIENT_AUTH, text)
+    write_section(args.output, heading, text)
     print(f"wrote {args.output} in {(time.monotonic() - started) / 60:.1f} min", file=sys.stderr)
 
 

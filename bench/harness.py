@@ -230,21 +230,29 @@ def sluice_argv(
     loop: str,
     provider: str = "openai-compatible",
     key: bool = False,
+    limits: dict[str, int] | None = None,
 ) -> tuple[list[str], int]:
     port = free_port()
     sluice = shutil.which("sluice", path=str(Path(sys.executable).parent)) or "sluice"
-    manifest = sluice_manifest(directory, upstream_port, provider, key=key)
+    manifest = sluice_manifest(directory, upstream_port, provider, key=key, limits=limits)
     argv = [sluice, "proxy", "--manifests", str(manifest), "--port", str(port), "--loop", loop]
     return argv, port
 
 
 def sluice_manifest(
-    directory: Path, upstream_port: int, provider: str = "openai-compatible", *, key: bool = False
+    directory: Path,
+    upstream_port: int,
+    provider: str = "openai-compatible",
+    *,
+    key: bool = False,
+    limits: dict[str, int] | None = None,
 ) -> Path:
     """One Upstream, ``bench``, serving m1 from the nginx upstream in ``provider``'s format;
-    with ``key``, an API key from a Secret (sent as Authorization or x-api-key)."""
+    with ``key``, an API key from a Secret (sent as Authorization or x-api-key); with
+    ``limits``, that ``spec.limits`` (e.g. ``{"requestsPerMinute": 100}``)."""
     name = "bench" if provider == "openai-compatible" and not key else f"bench-{provider}"
-    path = directory / f"{name}{'-key' if key else ''}.yaml"
+    path = directory / f"{name}{'-key' if key else ''}{'-limits' if limits else ''}.yaml"
+    limits_field = ", ".join(f"{k}: {v}" for k, v in (limits or {}).items())
     key_document = "apiVersion: v1\nkind: Secret\nmetadata: {name: bench-key}\n"
     key_document += "stringData: {apiKey: sk-bench-upstream}\n---\n"
     path.write_text(
@@ -252,6 +260,7 @@ def sluice_manifest(
         + "apiVersion: sluice.dev/v1alpha1\nkind: Upstream\nmetadata: {name: bench}\n"
         f"spec: {{provider: {provider}, baseURL: 'http://127.0.0.1:{upstream_port}/v1', "
         + ("credentials: {secretRef: {name: bench-key}}, " if key else "")
+        + (f"limits: {{{limits_field}}}, " if limits else "")
         + "models: [{name: m1}]}\n"
     )
     return path

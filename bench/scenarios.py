@@ -1,6 +1,7 @@
 """The scenarios beyond throughput: latency at a fixed rate, streams, failover, memory, client
-auth, one commit's proxy beside another's (before and after), and chat through an Anthropic
-upstream beside chat through an OpenAI-compatible one.
+auth and rate limits (Sluice without and with a feature), one commit's proxy beside another's
+(before and after), and chat through an Anthropic upstream beside chat through an
+OpenAI-compatible one.
 
 Each starts its targets one at a time, pinned like the throughput runs (proxy on the proxy
 core; fake upstreams, wrk, hey and bench/loadgen.py on the load core), and returns plain
@@ -15,10 +16,12 @@ import re
 import secrets
 import subprocess
 import sys
+import time
 import timeit
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -408,18 +411,29 @@ def summarize_failover(result: dict[str, Any]) -> dict[str, Any]:
 # -- client auth ------------------------------------------------------------------------------
 
 
-def keyless_status(port: int) -> int:
-    """The status a request without a client key gets."""
+def post_chat(port: int, body: str = BODY) -> tuple[int, Message, bytes]:
+    """One POST /v1/chat/completions through the proxy, without a client key: (status,
+    headers, body), an error status too."""
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/v1/chat/completions",
-        data=BODY.encode(),
+        data=body.encode(),
         headers={"Content-Type": "application/json"},
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - loopback
-            return int(answer.status)
+            return int(answer.status), answer.headers, answer.read()
     except urllib.error.HTTPError as e:
-        return e.code
+        return e.code, e.headers, e.read()
+
+
+def keyless_status(port: int) -> int:
+    """The status a request without a client key gets."""
+    return post_chat(port)[0]
+
+
+def best_us(call: Callable[[], object], calls: int = 20000) -> float:
+    """µs per ``call()`` in this process: the best of 5 runs of ``calls`` calls."""
+    return min(timeit.repeat(call, number=calls, repeat=5)) / calls * 1e6
 
 
 def key_check_us(keys: int = 20, calls: int = 20000) -> dict[str, float]:
@@ -431,10 +445,38 @@ def key_check_us(keys: int = 20, calls: int = 20000) -> dict[str, float]:
     checker = ClientKeys.of(made)
     last = made[f"client-{keys - 1}"]
     assert checker.client(last) == f"client-{keys - 1}"
-    found = {}
-    for name, key in (("valid_key_us", last), ("no_key_us", None)):
-        best = min(timeit.repeat(lambda k=key: checker.client(k), number=calls, repeat=5))
-        found[name] = best / calls * 1e6
+    return {
+        name: best_us(lambda k=key: checker.client(k), calls)
+        for name, key in (("valid_key_us", last), ("no_key_us", None))
+    }
+
+
+def off_on(
+    directory: Path,
+    missing: dict[str, str],
+    *,
+    feature: str,
+    start: Callable[[bool], Target],
+    duration: int,
+    rounds: int,
+    script: Path,
+    connections: int = 32,
+    probe: Callable[[int], dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """Sluice without and with ``feature`` (``start(on)``: the target to run), off, on, off,
+    on, ... each a fresh process, wrk closed loop (``closed_loop``). ``probe(port)``, if given,
+    runs before each timed run and its fields join the run's row."""
+    found: list[dict[str, Any]] = []
+    for index in range(rounds):
+        for on in (False, True):
+            target = start(on)
+            name = f"sluice proxy, {feature} {'on' if on else 'off'}"
+            print(f"== {feature}, round {index + 1}: {name}", file=sys.stderr, flush=True)
+            with running(name, target, directory, missing) as pgid:
+                seen = probe(target[1]) if probe else {}
+                run = closed_loop(pgid, target[1], connections, duration, script)
+                found.append({"round": index + 1, "on": on, **run, **seen})
+                print(f"   {found[-1]}", file=sys.stderr, flush=True)
     return found
 
 
@@ -442,29 +484,112 @@ def client_auth(
     directory: Path, missing: dict[str, str], duration: int, rounds: int, connections: int = 32
 ) -> list[dict[str, Any]]:
     """Sluice without and with ``--client-keys`` (a file of 20 keys; the load sends the last),
-    off, on, off, on, ... each a fresh process, wrk closed loop. Both runs send the same
-    Authorization header, so the only difference is the check."""
+    interleaved (``off_on``). Both runs send the same Authorization header, so the only
+    difference is the check."""
     keys = [secrets.token_urlsafe(32) for _ in range(20)]
     key_file = directory / "client-keys"
     key_file.write_text("".join(f"{k}\n" for k in keys))
     headers = {"Authorization": f"Bearer {keys[-1]}"}
     script = lua_script(directory / "client-auth.lua", headers)
-    found: list[dict[str, Any]] = []
     with nginx_upstream(directory) as upstream_port:
-        for index in range(rounds):
-            for auth in (False, True):
-                argv, port = sluice_argv(directory, upstream_port, loop="uvloop")
-                if auth:
-                    argv += ["--client-keys", str(key_file)]
-                name = f"sluice proxy, client keys {'on' if auth else 'off'}"
-                print(f"== client auth, round {index + 1}: {name}", file=sys.stderr, flush=True)
-                with running(name, (argv, port, headers, {}), directory, missing) as pgid:
-                    keyless = keyless_status(port)
-                    run = closed_loop(pgid, port, connections, duration, script)
-                    found.append(
-                        {"round": index + 1, "auth": auth, **run, "keyless_status": keyless}
-                    )
-                    print(f"   {found[-1]}", file=sys.stderr, flush=True)
+
+        def start(on: bool) -> Target:
+            argv, port = sluice_argv(directory, upstream_port, loop="uvloop")
+            return [*argv, *(["--client-keys", str(key_file)] if on else [])], port, headers, {}
+
+        return off_on(
+            directory, missing, feature="client keys", start=start, duration=duration,
+            rounds=rounds, script=script, connections=connections,
+            probe=lambda port: {"keyless_status": keyless_status(port)},
+        )  # fmt: skip
+
+
+# -- rate limits: the limiter on the request path, never reached -------------------------------
+
+# So large the load never comes near either (settled, each request counts its 2 tokens of usage).
+NEVER_REACHED = 100_000_000
+LIMITS = {"requestsPerMinute": NEVER_REACHED, "tokensPerMinute": NEVER_REACHED}
+LIMITS_CHECK_REQUESTS = 50
+
+
+def upstream_health(port: int) -> dict[str, Any]:
+    """The ``bench`` Upstream's entry in the proxy's /health."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as answer:
+        upstreams = json.loads(answer.read())["upstreams"]
+    return dict(next(u for u in upstreams if u["name"] == "bench"))
+
+
+def check_limits(port: int, requests: int = LIMITS_CHECK_REQUESTS) -> str:
+    """``requests`` requests through a proxy whose Upstream has LIMITS: each must be a 200 from
+    that upstream (x-sluice-upstream), and /health must show every one taken by the limiter,
+    its tokens settled to the usage nginx answers (2 a request); else RuntimeError."""
+    statuses: dict[tuple[int, str | None], int] = {}
+    for _ in range(requests):
+        status, headers, _ = post_chat(port)
+        got = status, headers.get("x-sluice-upstream")
+        statuses[got] = statuses.get(got, 0) + 1
+    limits = upstream_health(port).get("rateLimits", {})
+    taken = {name: limits.get(name, {}).get("taken") for name in LIMITS}
+    want_tokens = 2 * requests  # COMPLETION's usage.total_tokens
+    seen = f"{requests} requests: " + ", ".join(
+        f"{n} x {status} from {upstream}" for (status, upstream), n in statuses.items()
+    )
+    seen += (
+        f"; /health rateLimits taken: {taken['requestsPerMinute']} requests, "
+        f"{taken['tokensPerMinute']} tokens (share {limits.get('shareFrom')})"
+    )
+    if statuses != {(200, "bench"): requests} or taken != {
+        "requestsPerMinute": requests, "tokensPerMinute": want_tokens,
+    }:  # fmt: skip
+        raise RuntimeError(f"limits check failed: {seen}; {limits}")
+    return seen
+
+
+def limiter_us(calls: int = 20000) -> dict[str, float]:
+    """The limiter alone, in this process: µs per request for what the request path does with
+    LIMITS (estimate the tokens, has_room, take, settle), with time.monotonic as the clock."""
+    from sluice.core.ratelimit import Allowance  # noqa: PLC0415 - only this scenario needs it
+    from sluice.proxy.quotas import estimate_tokens  # noqa: PLC0415
+
+    allowance = Allowance(NEVER_REACHED, NEVER_REACHED)
+    raw = BODY.encode()
+    body = json.loads(raw)
+    clock = time.monotonic
+
+    def one() -> None:
+        tokens = estimate_tokens(body, raw)
+        assert allowance.has_room(clock(), tokens)
+        allowance.settle(allowance.take(clock(), tokens), 2, clock())
+
+    return {"limiter_us": best_us(one, calls)}
+
+
+def limits(
+    directory: Path, missing: dict[str, str], duration: int, rounds: int, connections: int = 32
+) -> dict[str, Any]:
+    """Sluice without and with LIMITS on its Upstream (never reached: every request goes
+    through the limiter's check, take and settle and none is refused), interleaved
+    (``off_on``), after one check (``check_limits``) in a process of its own."""
+    script = lua_script(directory / "limits.lua", {})
+    found: dict[str, Any] = {"check": None, "runs": []}
+    with nginx_upstream(directory) as upstream_port:
+
+        def start(on: bool) -> Target:
+            argv, port = sluice_argv(
+                directory, upstream_port, loop="uvloop", limits=LIMITS if on else None
+            )
+            return argv, port, {}, {}
+
+        target = start(True)
+        with running("limits check", target, directory, missing):
+            found["check"] = check_limits(target[1])
+            print(f"== limits, check: {found['check']}", file=sys.stderr, flush=True)
+        if missing or found["check"] is None:
+            return found
+        found["runs"] = off_on(
+            directory, missing, feature="limits", start=start, duration=duration,
+            rounds=rounds, script=script, connections=connections,
+        )  # fmt: skip
     return found
 
 
@@ -481,8 +606,8 @@ def closed_loop(
     rps, p50, p99, total, errors = run_wrk(port, connections, duration, script)
     cpu = (group_cpu_seconds(pgid) - before) / total * 1e6 if total else None
     return {
-        "connections": connections, "rps": rps, "p50_ms": p50, "p99_ms": p99,
-        "cpu_us_per_request": cpu, "errors": errors,
+        "connections": connections, "duration": duration, "rps": rps, "p50_ms": p50,
+        "p99_ms": p99, "cpu_us_per_request": cpu, "errors": errors,
     }  # fmt: skip
 
 
@@ -562,16 +687,8 @@ PROVIDERS = ("openai-compatible", "anthropic")
 
 def chat_once(port: int, body: str = CHAT_BODY) -> tuple[int, dict[str, Any]]:
     """One non-streaming chat through the proxy: (status, the JSON answer)."""
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/chat/completions",
-        data=body.encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - loopback
-            return int(answer.status), json.loads(answer.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
+    status, _, raw = post_chat(port, body)
+    return status, json.loads(raw or b"{}")
 
 
 def check_chat(provider: str, port: int) -> str:
