@@ -92,6 +92,7 @@ class OperatorProcess(SluiceProcess):
         self, kubeconfig: Path, namespace: str, log_path: Path, *extra: str, identity: str = "op"
     ) -> None:
         self.metrics_port = free_port()
+        self.report_port = free_port()  # extra may name another (the last --report-port wins)
         self.identity = identity
         super().__init__(
             [
@@ -106,6 +107,8 @@ class OperatorProcess(SluiceProcess):
                 "127.0.0.1",
                 "--metrics-port",
                 str(self.metrics_port),
+                "--report-port",
+                str(self.report_port),
                 "--identity",
                 identity,
                 "--lease-duration",
