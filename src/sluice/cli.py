@@ -40,6 +40,31 @@ def _controlplane_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _controlplane_image(args: argparse.Namespace) -> int:
+    """Print the image's reference alone on stdout (for scripts); the rest goes to stderr."""
+    import time
+
+    from sluice.devcluster.image import ImageError, cache_bytes, ensure_image, load_into_containerd
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr)
+
+    started = time.monotonic()
+    try:
+        image = ensure_image(log=log)
+        if args.containerd:
+            load_into_containerd(image.archive, args.containerd, args.namespace)
+            log(f"imported into containerd {args.containerd} (namespace {args.namespace})")
+    except ImageError as e:
+        print(f"sluice: {e}", file=sys.stderr)
+        return 1
+    took = time.monotonic() - started
+    log(f"{'built' if image.built else 'cached'} in {took:.1f}s; archive {image.archive}")
+    log(f"image cache: {cache_bytes() / 2**20:.0f} MiB")
+    print(image.reference)
+    return 0
+
+
 def _controlplane_up(args: argparse.Namespace) -> int:
     from sluice.devcluster import AssetsError, ensure_binaries
     from sluice.devcluster.cluster import ControlPlane, ControlPlaneError
@@ -655,6 +680,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build.add_argument("--no-tools", action="store_true", help="skip fetching helm and kubectl")
     build.set_defaults(handler=_controlplane_build)
+    image = cp_commands.add_parser(
+        "image",
+        help="find or build Sluice's image (buildah, on a Debian base made with mmdebstrap) "
+        "and print its reference",
+        description="Builds the Dockerfile on a Debian bookworm base made here (no registry "
+        "needed), once per content hash, into ~/.cache/sluice/image as a docker archive named "
+        "localhost/sluice:<hash>. Needs root, buildah and mmdebstrap.",
+    )
+    image.add_argument(
+        "--containerd",
+        metavar="ADDRESS",
+        default=None,
+        help="also import it into the containerd at this socket (ctr images import)",
+    )
+    image.add_argument("--namespace", default="k8s.io", help="containerd namespace (k8s.io)")
+    image.set_defaults(handler=_controlplane_image)
     up = cp_commands.add_parser(
         "up", help="start the control plane in the foreground; Ctrl-C stops it"
     )
