@@ -33,6 +33,26 @@ if ! command -v chromium >/dev/null; then
 fi
 chromium --version 2>&1 | head -1
 
+step "buildah, mmdebstrap and runc (Debian's packages) for the image tier"
+missing=()
+for tool in buildah mmdebstrap runc; do
+    command -v "$tool" >/dev/null || missing+=("$tool")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    else
+        die "${missing[*]} missing and cannot be installed here: apt-get install ${missing[*]} (as root); the image tier (tests/image) builds Sluice's image with buildah on a Debian base from mmdebstrap and runs it with runc"
+    fi
+fi
+buildah --version
+mmdebstrap --version
+runc --version | head -1
+
+step "Sluice's image (built once per content hash into ~/.cache/sluice/image; minutes when cold)"
+"$VENV/bin/sluice" controlplane image
+
 step "ruff"
 "$VENV/bin/ruff" check src tests bench
 "$VENV/bin/ruff" format --check src tests bench

@@ -88,6 +88,23 @@ def proxy_pod(objects: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
     return dict(objects["Deployment", "sluice-proxy"]["spec"]["template"]["spec"])
 
 
+def test_both_deployments_can_run_an_image_built_here_without_pulling(tools: Tools) -> None:
+    """What the e2e tier sets for the image `sluice controlplane image` imports into containerd."""
+    objects = render(
+        tools,
+        "--set=image.repository=localhost/sluice",
+        "--set=image.tag=0123456789ab",
+        "--set=image.pullPolicy=Never",
+    )
+    for name in ("sluice-operator", "sluice-proxy"):
+        pod = objects["Deployment", name]["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        assert container["image"] == "localhost/sluice:0123456789ab"
+        assert container["imagePullPolicy"] == "Never"
+        assert pod["securityContext"]["runAsUser"] == 65532  # the image's USER
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
 KEYS_DIR = "/etc/sluice/client-keys"
 
 
