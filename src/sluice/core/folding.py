@@ -8,7 +8,8 @@ order never lets a report's own successes hide its failures). Successes go in at
 (:meth:`CircuitBreaker.record_successes`: thousands a second arrive); failures one by one,
 slow ones with the policy's slow duration. Past :data:`FOLD_LIMIT` attempts in a report the
 counts are scaled down with their ratios kept (the rates are what matters at that
-volume), so one report costs bounded CPU whatever it claims.
+volume), so one report costs bounded CPU whatever it claims. In HalfOpen the reported
+attempts are the trials: a failure reopens the circuit, successes close it.
 
 :class:`UsageMinute` sums requests, tokens and cost in one-second buckets over 60 s: the
 figures ``status.usage`` shows.
@@ -37,6 +38,10 @@ def _scaled(usage: UpstreamUsage) -> tuple[int, int, int]:
 
 def feed_breaker(breaker: CircuitBreaker, usage: UpstreamUsage, now: float, *, source: str) -> None:
     """Record the attempts ``usage`` reports (``source``: who saw them, for the message)."""
+    breaker.poll(now)
+    if breaker.automatic_state is State.HALF_OPEN:
+        _feed_trials(breaker, usage, now, source=source)
+        return
     success, failure, slow = _scaled(usage)
     slow_successes = min(slow, success)
     if success:
@@ -68,6 +73,24 @@ def _feed_failures(
         if breaker.automatic_state is not State.CLOSED:
             break  # tripped: the rest are not evidence about Closed any more
         breaker.record(ADMITTED, failed, now, duration=slow_duration if i < slow else None)
+
+
+def _feed_trials(breaker: CircuitBreaker, usage: UpstreamUsage, now: float, *, source: str) -> None:
+    """HalfOpen: reported attempts are the trials (an Upstream without a probe has no other).
+    A failure reopens it; successes close it once ``successThreshold`` of them are in, within
+    ``halfOpen.maxRequests`` trials."""
+    if usage.failure:
+        permit = breaker.admit(now)
+        if permit is not None:
+            detail = f"{usage.last_error or 'a failure'} (seen by {source})"
+            breaker.record(permit, Outcome(OutcomeKind.FAILURE, detail), now)
+        return
+    ok = Outcome(OutcomeKind.SUCCESS, f"reported by {source}")
+    for _ in range(min(usage.success, FOLD_LIMIT)):
+        permit = breaker.admit(now)
+        if permit is None or breaker.automatic_state is not State.HALF_OPEN:
+            return
+        breaker.record(permit, ok, now)
 
 
 class UsageMinute:

@@ -92,3 +92,28 @@ def test_successes_in_bulk_count_as_that_many_in_the_window() -> None:
     assert cluster.window_counts == (7, 0, 2)
     feed_breaker(cluster, UpstreamUsage("ns", "u", failure=8), 1.0, source="p")
     assert cluster.state is State.OPEN  # 8 of 15
+
+
+def tripped() -> CircuitBreaker:
+    cluster = breaker(consecutive_failures=3, open_duration=10.0)
+    feed_breaker(cluster, UpstreamUsage("ns", "u", failure=3), 1.0, source="p")
+    assert cluster.poll(12.0) is State.HALF_OPEN
+    return cluster
+
+
+def test_without_a_probe_reported_successes_close_a_half_open_circuit() -> None:
+    cluster = tripped()
+    feed_breaker(cluster, UpstreamUsage("ns", "u", success=4), 12.5, source="p-1")
+    assert cluster.state is State.CLOSED
+
+
+def test_a_reported_failure_reopens_a_half_open_circuit() -> None:
+    cluster = tripped()
+    feed_breaker(
+        cluster,
+        UpstreamUsage("ns", "u", success=2, failure=1, last_error="HTTP 503"),
+        12.5,
+        source="p",
+    )
+    assert cluster.state is State.OPEN
+    assert cluster.snapshot().reason == "TrialFailed"
