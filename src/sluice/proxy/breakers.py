@@ -2,8 +2,10 @@
 
 An attempt goes to an upstream only if every judge allows it: the override from spec wins
 (forced Open: never; forced Closed: always); else the cluster's breaker from status (Kubernetes
-mode) must be Closed — when it is HalfOpen the operator's probe is the trial — and the local
-breaker must admit it (HalfOpen locally: one trial permit at a time).
+mode) must be Closed — when it is HalfOpen the operator's probe is the trial; an Upstream
+without a probe has no such trial, so each replica sends one request at a time as the trial
+(the operator folds their reported outcomes into its HalfOpen) — and the local breaker must
+admit it (HalfOpen locally: one trial permit at a time).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ class Breakers:
         self._on_transition = on_transition
         # (upstream, outcome, now, time to first byte) of every attempt: the console's history.
         self._on_record = on_record
+        # The attempt in flight that is this replica's trial of a cluster HalfOpen (no probe).
+        self._cluster_trials: dict[Key, Permit] = {}
 
     def sync(self, table: Table, now: float) -> None:
         """Create, update (policy, override) and drop breakers to match ``table``."""
@@ -62,9 +66,26 @@ class Breakers:
         """A permit, or None: blocked, or the upstream left the table while a request was
         planned from the old one."""
         breaker = self._breakers.get(target.key)
-        if breaker is None or (target.override is None and self._cluster_blocks(target, now)):
+        if breaker is None:
+            return None
+        if target.override is None and target.cluster_state is State.HALF_OPEN:
+            return self._cluster_trial(target, breaker, now)
+        if target.override is None and self._cluster_blocks(target, now):
             return None
         return breaker.admit(now)
+
+    def _cluster_trial(self, target: Target, breaker: CircuitBreaker, now: float) -> Permit | None:
+        """The cluster's breaker is HalfOpen. With a probe, the probe is its trial: nothing
+        is sent. Without one, this replica's requests are the trials, one at a time."""
+        if target.spec.probe is not None or target.key in self._cluster_trials:
+            return None
+        permit = breaker.admit(now)
+        if permit is None:
+            return None
+        if not permit.trial:  # a permit of its own, to know this attempt when it ends
+            permit = Permit(trial=False, generation=permit.generation, started=now)
+        self._cluster_trials[target.key] = permit
+        return permit
 
     @staticmethod
     def _cluster_blocks(target: Target, now: float) -> bool:
@@ -87,7 +108,7 @@ class Breakers:
             return local
         if target.cluster_state is State.OPEN and target.cluster_open_until is not None:
             return max(local, target.cluster_open_until - now, 0.0)
-        return max(local, 1.0)  # cluster HalfOpen: the operator's next probe decides
+        return max(local, 1.0)  # cluster HalfOpen: the next probe (or trial) decides
 
     def record(
         self,
@@ -99,6 +120,8 @@ class Breakers:
         *,
         tokens_per_second: float | None = None,
     ) -> None:
+        if self._cluster_trials.get(target.key) is permit:
+            del self._cluster_trials[target.key]
         breaker = self._breakers.get(target.key)
         if breaker is not None:  # the upstream may have been removed mid-request
             breaker.record(permit, outcome, now, duration=duration,
