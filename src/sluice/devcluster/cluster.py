@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -127,14 +127,27 @@ class ControlPlane:
     _owns_workdir: bool = field(default=True, repr=False)
 
     @classmethod
-    def start(cls, binaries: ControlPlaneBinaries, *, workdir: Path | None = None) -> Self:
+    def start(
+        cls,
+        binaries: ControlPlaneBinaries,
+        *,
+        workdir: Path | None = None,
+        address: str = "127.0.0.1",
+        extra_ips: Sequence[str] = (),
+        node_name: str | None = None,
+        apiserver_args: Sequence[str] = (),
+    ) -> Self:
+        """Start etcd (always on loopback) and kube-apiserver on ``address``; a node's cluster
+        passes the bridge address, the IPs its certificate must also name, the node's name
+        (for the kubelet's certificates) and more flags (later ones win)."""
         owns = workdir is None
         root = Path(tempfile.mkdtemp(prefix="sluice-controlplane-")) if workdir is None else workdir
         root.mkdir(parents=True, exist_ok=True)
-        certs = _pki.generate(root / "pki")
+        ips = [address, *extra_ips] if address != "127.0.0.1" else list(extra_ips)
+        certs = _pki.generate(root / "pki", extra_ips=ips, node_name=node_name)
         etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
         etcd_url = f"http://127.0.0.1:{etcd_port}"
-        server = f"https://127.0.0.1:{api_port}"
+        server = f"https://{address}:{api_port}"
         plane = cls(
             binaries=binaries,
             workdir=root,
@@ -146,7 +159,7 @@ class ControlPlane:
         )
         try:
             plane._start_etcd(peer_port)
-            plane._start_apiserver(api_port)
+            plane._start_apiserver(api_port, address, apiserver_args)
         except BaseException:
             plane.stop()
             raise
@@ -185,27 +198,32 @@ class ControlPlane:
 
         _wait_until(etcd, healthy)
 
-    def _start_apiserver(self, port: int) -> None:
+    def _start_apiserver(self, port: int, address: str, extra: Sequence[str]) -> None:
         certs = self.pki
+        # A list flag, so a repeat would add to it rather than replace it: extra's wins.
+        mode = "--authorization-mode="
+        authorization = next((a for a in extra if a.startswith(mode)), f"{mode}RBAC")
+        extra = [a for a in extra if not a.startswith(mode)]
         apiserver = _spawn(
             "kube-apiserver",
             [
                 str(self.binaries.kube_apiserver),
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={address}",
+                f"--advertise-address={address}",
                 f"--secure-port={port}",
                 f"--etcd-servers={self.etcd_url}",
                 f"--cert-dir={self.workdir / 'apiserver-certs'}",
                 f"--tls-cert-file={certs.serving_cert}",
                 f"--tls-private-key-file={certs.serving_key}",
                 f"--client-ca-file={certs.ca_cert}",
-                "--authorization-mode=RBAC",
+                authorization,
                 f"--service-account-issuer={self.server}",
                 f"--service-account-key-file={certs.sa_public_key}",
                 f"--service-account-signing-key-file={certs.sa_signing_key}",
                 "--service-cluster-ip-range=10.0.0.0/24",  # an address plan only; never dialled
                 "--endpoint-reconciler-type=none",
                 "--profiling=false",
+                *extra,
             ],
             self.workdir,
         )

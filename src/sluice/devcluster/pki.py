@@ -8,8 +8,10 @@ directory of one control plane.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +37,9 @@ class PKI:
     admin_key: Path
     sa_public_key: Path
     sa_signing_key: Path
+    # With a node: the kubelet's client certificate (system:node:<name>), its serving
+    # certificate (for the bridge address), and the API server's client certificate to it.
+    node: dict[str, Path] | None = None
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -63,8 +68,12 @@ def _write_cert(cert: x509.Certificate, path: Path) -> None:
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def generate(directory: Path) -> PKI:
-    """Write a CA, serving and admin certificates and ServiceAccount keys into ``directory``."""
+def generate(
+    directory: Path, *, extra_ips: Sequence[str] = (), node_name: str | None = None
+) -> PKI:
+    """Write a CA, serving and admin certificates and ServiceAccount keys into ``directory``;
+    ``extra_ips`` are more addresses the API server answers on (the bridge, the ``kubernetes``
+    Service's ClusterIP), ``node_name`` adds the kubelet's certificates."""
     directory.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)  # tolerate a little clock skew
 
@@ -122,6 +131,7 @@ def generate(directory: Path) -> PKI:
         ExtendedKeyUsageOID.SERVER_AUTH,
         [
             x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips),
             x509.DNSName("localhost"),
             x509.DNSName("kubernetes"),
             x509.DNSName("kubernetes.default"),
@@ -148,6 +158,32 @@ def generate(directory: Path) -> PKI:
     _write_cert(admin_cert, pki.admin_cert)
     _write_key(admin_key, pki.admin_key)
     _write_key(sa_key, pki.sa_signing_key)
+    if node_name is not None:
+        node: dict[str, Path] = {}
+        issued = {
+            "kubelet_client": leaf(
+                _name(f"system:node:{node_name}", "system:nodes"), ExtendedKeyUsageOID.CLIENT_AUTH
+            ),
+            "serving": leaf(
+                _name(node_name),
+                ExtendedKeyUsageOID.SERVER_AUTH,
+                [x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips[:1]]
+                + [x509.DNSName(node_name)],
+            ),
+            "apiserver_client": leaf(
+                _name("kube-apiserver-kubelet-client", "system:masters"),
+                ExtendedKeyUsageOID.CLIENT_AUTH,
+            ),
+        }
+        for role, (cert, key) in issued.items():
+            node[f"{role}_cert"], node[f"{role}_key"] = (
+                directory / f"{role}.crt",
+                directory / f"{role}.key",
+            )
+            _write_cert(cert, node[f"{role}_cert"])
+            _write_key(key, node[f"{role}_key"])
+        node["ca_cert"] = pki.ca_cert
+        pki = dataclasses.replace(pki, node=node)
     pki.sa_public_key.write_bytes(
         sa_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
