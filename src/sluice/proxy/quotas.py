@@ -48,6 +48,22 @@ class RateLimits:
         # Some Upstream limits tokens, or a provider said how many it has left: estimate each
         # request's tokens (else they reserve none, and a provider's token count is moot).
         self.has_token_limits = False
+        # Following a leader (--report-to): a limit this replica has no share of yet is held
+        # at 0 until the leader's answer (at most an interval or two), so replicas starting
+        # together, or a changed limit, never spend the whole limit each.
+        self.led = False
+        self._awaiting: set[Key] = set()
+
+    def follow_leader(self) -> None:
+        """From now on shares come from the leader; until its first answer, none."""
+        self.led = True
+        for key, allowance in self._allowances.items():
+            self._await(key, allowance)
+
+    def _await(self, key: Key, allowance: Allowance) -> None:
+        if allowance.limit_requests is not None or allowance.limit_tokens is not None:
+            allowance.set_share(0, 0)
+            self._awaiting.add(key)
 
     def get(self, key: Key) -> Allowance | None:
         return self._allowances.get(key)
@@ -63,11 +79,17 @@ class RateLimits:
             allowance = self._allowances.get(key)
             requests, tokens = target.requests_per_minute, target.tokens_per_minute
             if allowance is not None:
+                changed = (allowance.limit_requests, allowance.limit_tokens) != (requests, tokens)
                 allowance.set_limits(requests, tokens)
-                kept[key] = allowance
             elif requests is not None or tokens is not None:
-                kept[key] = Allowance(requests, tokens)
+                allowance, changed = Allowance(requests, tokens), True
+            else:
+                continue
+            kept[key] = allowance
+            if changed and self.led and self.leader_lost_at is None:
+                self._await(key, allowance)
         self._allowances = kept
+        self._awaiting &= kept.keys()
         self.has_token_limits = any(
             a.limit_tokens is not None or a.heard_tokens for a in kept.values()
         )
@@ -94,6 +116,7 @@ class RateLimits:
             allowance = self._allowances.get((share.namespace, share.name))
             if allowance is not None:
                 allowance.set_share(share.requests_per_minute, share.tokens_per_minute)
+                self._awaiting.discard((share.namespace, share.name))
         self.shared = True
         self.answered_at = now
         self.leader_lost_at = None
@@ -105,15 +128,21 @@ class RateLimits:
         return allowance is not None and (allowance.limit_tokens or tokens) < tokens
 
     def lost_leader(self, now: float) -> None:
-        """The leader stopped answering: keep the last shares (fail-static). A replica that
-        never had an answer keeps the whole limit, as if alone."""
+        """The leader stopped answering: keep the last shares (fail-static). A limit this
+        replica never had a share of gets the whole limit, as if alone (fail-open)."""
         if self.leader_lost_at is None:
             self.leader_lost_at = now
+        for key in self._awaiting:
+            allowance = self._allowances[key]
+            allowance.share_requests = allowance.limit_requests
+            allowance.share_tokens = allowance.limit_tokens
+        self._awaiting.clear()
 
     def view(self, key: Key, now: float) -> dict[str, Any]:
         """For /health: each limit, this replica's share of it and what it took in the last
-        minute, and whose share it is (``whole``: alone or before the leader answered;
-        ``leader``: the operator's; the last one kept while it is unreachable)."""
+        minute, and whose share it is (``whole``: alone, or the leader never answered;
+        ``awaiting``: held at 0 for the leader's first answer; ``leader``: the operator's;
+        ``last``: the last one kept while it is unreachable)."""
         allowance = self._allowances.get(key)
         if allowance is None or (
             allowance.limit_requests is None and allowance.limit_tokens is None
@@ -128,7 +157,10 @@ class RateLimits:
             if limit is not None:
                 count.advance(now)
                 view[name] = {"limit": limit, "share": share, "taken": round(count.total)}
-        view["shareFrom"] = (
-            "whole" if not self.shared else "leader" if self.leader_lost_at is None else "last"
-        )
+        if key in self._awaiting:
+            view["shareFrom"] = "awaiting"  # the leader's first answer, at most a moment
+        elif not self.shared:
+            view["shareFrom"] = "whole"
+        else:
+            view["shareFrom"] = "leader" if self.leader_lost_at is None else "last"
         return {"rateLimits": view}

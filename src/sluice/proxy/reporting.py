@@ -33,7 +33,7 @@ import aiohttp
 from aiohttp import web
 
 from sluice.core.reports import Answer, Report, Share, UpstreamUsage
-from sluice.core.wire import WireError, decode_answer, encode_report
+from sluice.core.wire import MIN_INTERVAL, WireError, decode_answer, encode_report
 from sluice.proxy.metrics import ProxyMetrics
 from sluice.proxy.state import Proxy
 
@@ -100,6 +100,19 @@ class OperatorLink:
 OPERATOR_LINK = web.AppKey("operator_link", OperatorLink)
 
 
+def _host_port(value: object) -> str | None:
+    """A standby's ``address`` as ``host:port`` for a URL (an IPv6 host in brackets), or None
+    if it is not one."""
+    if not isinstance(value, str) or not 0 < len(value) <= 300 or "/" in value or "@" in value:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isascii() or not port.isdigit() or not host:
+        return None
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
 class Refused(Exception):
     """A report the operator did not take (or could not be asked to)."""
 
@@ -129,7 +142,11 @@ class Reporter:
     async def run(self) -> None:
         while True:
             await self._wait()
-            await self.report_once()
+            try:
+                await self.report_once()
+            except Exception as e:  # a bug must not end reporting silently, /health reachable
+                log.exception("reporting to the operator failed inside the proxy")
+                self._lost(e)
 
     async def _wait(self) -> None:
         """Until the next report is due: the interval (back-off while failing), or soon after
@@ -147,7 +164,7 @@ class Reporter:
         """Drain, send, apply the answer; False if the report was lost (its counts with it)."""
         now = self.clock()
         self._failures_seen = self.replica.failures()
-        interval = min(max(now - self._last, 0.001), 3600.0)
+        interval = min(max(now - self._last, MIN_INTERVAL), 3600.0)
         self._last = now
         report = Report(self.options.replica, interval, self.replica.drain())
         try:
@@ -161,11 +178,22 @@ class Reporter:
         return True
 
     async def _send(self, body: bytes) -> Answer:
+        """Post to the leader followed last time, else through the Service. Any failure
+        forgets the followed address: a leader that went away is found again through the
+        Service, never posted to for ever."""
+        try:
+            return await self._send_to_leader(body)
+        except BaseException:
+            self.link.address = None
+            raise
+
+    async def _send_to_leader(self, body: bytes) -> Answer:
         address = self.link.address
         url = f"http://{address}/v1/reports" if address else self._service_url
         status, payload = await self._post(url, body)
-        if status == 503 and payload.get("error") == "not leader" and payload.get("address"):
-            self.link.address = str(payload["address"])  # follow once, now
+        address = _host_port(payload.get("address"))
+        if status == 503 and payload.get("error") == "not leader" and address:
+            self.link.address = address  # follow once, now
             url = f"http://{self.link.address}/v1/reports"
             status, payload = await self._post(url, body)
         if status != 200:
@@ -227,7 +255,7 @@ class Reporter:
                 type(error).__name__,
                 error,
             )
-        if link.reachable:
+        if link.reachable or link.failures == 0:  # also a first report that found nobody
             self.replica.lost_leader()
         link.reachable = False
         link.failures += 1
@@ -259,6 +287,8 @@ class ProxyReplica:
 
     def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
+        proxy.rate_limits.follow_leader()
+        proxy.show_shares()
 
     def drain(self) -> list[UpstreamUsage]:
         return self.proxy.usage.drain(self.proxy.clock(), self.proxy.rate_limits)
