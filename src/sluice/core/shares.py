@@ -74,6 +74,8 @@ def _water_level(limit: float, floor: dict[str, float], want: dict[str, float]) 
             fixed, rising = fixed - floor[name], rising + 1
         else:
             fixed, rising = fixed + want[name], rising - 1
+    if not rising:  # rounding put the limit past the last breakpoint: everyone holds its want
+        return max(want.values(), default=0.0)
     return (limit - fixed) / rising
 
 

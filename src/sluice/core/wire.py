@@ -154,10 +154,13 @@ def _amount(value: object, where: str, limit: float = MAX_AMOUNT) -> float:
     raise WireError(f"{where}: must be a finite number from 0 to {limit:g}")
 
 
+MIN_INTERVAL = 0.05  # seconds: a report for less would make its per-minute demand absurd
+
+
 def _interval(value: object, where: str) -> float:
     seconds = _amount(value, where, MAX_INTERVAL)
-    if seconds <= 0:
-        raise WireError(f"{where}: must be more than 0 seconds")
+    if seconds < MIN_INTERVAL:
+        raise WireError(f"{where}: must be at least {MIN_INTERVAL:g} seconds")
     return seconds
 
 

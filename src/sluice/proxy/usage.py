@@ -15,6 +15,7 @@ from typing import Any
 from sluice.core import OutcomeKind
 from sluice.core.ratelimit import MinuteCount
 from sluice.core.reports import UpstreamUsage
+from sluice.core.wire import MAX_MODELS
 from sluice.proxy.quotas import RateLimits
 from sluice.proxy.table import Key, Table
 
@@ -84,7 +85,10 @@ class UsageLedger:
         upstream.tokens.add(now, input_tokens + output_tokens)
         if cost:
             delta.cost += cost
-            delta.cost_by_model[model] = delta.cost_by_model.get(model, 0.0) + cost
+            by_model = delta.cost_by_model
+            if model not in by_model and len(by_model) >= MAX_MODELS - 1:
+                model = "other"  # a report holds so many; the rest in one, never dropped
+            by_model[model] = by_model.get(model, 0.0) + cost
             upstream.cost.add(now, cost)
 
     def drain(self, now: float, limits: RateLimits | None = None) -> list[UpstreamUsage]:

@@ -101,7 +101,8 @@ def test_a_bad_upstream_entry_is_refused_naming_its_field(
     [
         ({"v": 2}, "v: must be 1"),
         ({"replica": ""}, "replica: must be a non-empty string"),
-        ({"interval": 0}, "interval: must be more than 0"),
+        ({"interval": 0}, "interval: must be at least 0.05 seconds"),
+        ({"interval": 5e-324}, "interval: must be at least 0.05 seconds"),
         ({"interval": 7200}, "interval: must be a finite number"),
         ({"upstreams": {}}, "upstreams: must be a list"),
     ],

@@ -154,3 +154,27 @@ def test_expiring_forgets_upstreams_nobody_reports_any_more() -> None:
     book.claim("u", "a", Claim(0, 0), now=0.0)
     book.expire(now=10.0)
     assert book.replicas("u") == []
+
+
+@given(
+    limit=st.floats(0.01, 1e6),
+    claims=st.lists(st.tuples(st.floats(0, 1e6), st.floats(0, 1e6)), min_size=1, max_size=8),
+)
+def test_any_claims_are_allocated_without_error_within_the_limit(
+    limit: float, claims: list[tuple[float, float]]
+) -> None:
+    named = {f"r{i}": Claim(window, demand) for i, (window, demand) in enumerate(claims)}
+
+    shares = allocate(limit, named)
+
+    assert all(shares[n] >= named[n].window for n in named)
+    windows = sum(c.window for c in named.values())
+    assert sum(shares.values()) <= max(limit, windows) * (1 + 1e-9) + 1e-9
+
+
+def test_wants_a_rounding_error_past_the_limit_do_not_divide_by_zero() -> None:
+    claims = {"a": Claim(0.0, 0.1), "b": Claim(0.0, 0.2), "c": Claim(0.0, 0.30000000000000004)}
+
+    shares = allocate(0.6, claims)
+
+    assert sum(shares.values()) == pytest.approx(0.6)
