@@ -30,7 +30,9 @@ WINDOW_SECONDS = 60
 
 class MinuteCount:
     """What was counted in the last 60 seconds, in one-second buckets (fixed memory, O(1) per
-    add; reading the total costs at most one pass over buckets that left the window)."""
+    add; reading the total costs at most one pass over buckets that left the window). A clock
+    that steps back less than the window counts in the newest bucket; one that steps back
+    further starts the count again (else nothing would leave the window for that long)."""
 
     __slots__ = ("_buckets", "_head", "total")
 
@@ -43,10 +45,10 @@ class MinuteCount:
         """Forget buckets older than the window; the current second."""
         second = int(now)
         head = self._head
-        if second <= head:
-            return head  # same second, or the clock stepped back: count in the newest bucket
+        if head - WINDOW_SECONDS < second <= head:
+            return head  # same second, or a small step back: count in the newest bucket
         buckets = self._buckets
-        if head < 0 or second - head >= WINDOW_SECONDS:
+        if head < 0 or abs(second - head) >= WINDOW_SECONDS:  # (a clock stepped far back)
             for i in range(WINDOW_SECONDS):
                 buckets[i] = 0.0
             self.total = 0.0
@@ -111,6 +113,8 @@ class Reservation:
     settled: bool = False
 
 
+# A client turned away by a share smaller than the limit retries after at most this.
+_SHARE_RETRY_SECONDS = 2.0
 # Held off until a reset the provider did not state: try again after this.
 _UNSTATED_RESET_SECONDS = 1.0
 
@@ -190,6 +194,17 @@ class Allowance:
         if share is not None:
             wait = max(wait, self.tokens.frees_in(now, tokens, share))
         return wait
+
+    def retry_in(self, now: float, tokens: int) -> float:
+        """What a client turned away should wait (Retry-After): until there is room at this
+        share, but no more than a moment while the share is the leader's split of a larger
+        limit — the next answer follows this replica's demand, which the refusal counted."""
+        wait = self.available_in(now, tokens)
+        split = (self.share_requests is not None and self.limit_requests is not None
+                 and self.share_requests < self.limit_requests) or (
+                 self.share_tokens is not None and self.limit_tokens is not None
+                 and self.share_tokens < self.limit_tokens)  # fmt: skip
+        return min(wait, _SHARE_RETRY_SECONDS) if split else wait
 
     def take(self, now: float, tokens: int) -> Reservation:
         """Count one request and its estimated tokens (after :meth:`has_room` said yes)."""

@@ -12,7 +12,7 @@ from sluice.core.ratelimit import ProviderLimits
 __all__ = ["Provider", "StreamFailure", "count", "go_duration"]
 
 # Go's time.Duration text, as OpenAI writes its resets: "1s", "6m0s", "20ms", "1h2m3.5s".
-_GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|us|µs|ns|m|s)")
+_GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|us|µs|ns|m|s)", re.ASCII)
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 
 
@@ -28,7 +28,7 @@ def go_duration(text: str | None) -> float | None:
 
 def count(text: str | None) -> int | None:
     """A header's non-negative whole count (None if it is not one)."""
-    if text is None or not text.isdigit() or len(text) > 15:
+    if text is None or not text.isascii() or not text.isdigit() or len(text) > 15:
         return None
     return int(text)
 

@@ -293,11 +293,11 @@ def _count(call: Call, recorder: _Recorder, tokens: dict[str, int | None]) -> No
     """An answer's usage: the log record, the metrics, the ledger, and its cost at the model
     entry's prices (the access log's ``cost``, x-sluice-cost)."""
     candidate = recorder.pick.candidate
-    target, model = candidate.target, candidate.requested
+    target = candidate.target
     namespace, name = target.key
     metrics = call.metrics
     input_tokens, output_tokens = tokens.get("input") or 0, tokens.get("output") or 0
-    input_price, output_price = target.prices(model)
+    model, input_price, output_price = target.priced(candidate.requested, candidate.model)
     cost = (input_tokens * input_price + output_tokens * output_price) / 1_000_000
     call.record["tokens"] = tokens
     call.record["cost"] = call.cost = round(cost, 9)

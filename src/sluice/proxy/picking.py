@@ -182,7 +182,7 @@ class Plan:
         """Seconds until a candidate's rate limit has room for this request (Retry-After)."""
         rate_limits, now = self.picker.rate_limits, self.picker.clock()
         waits = [
-            allowance.available_in(now, self.tokens)
+            allowance.retry_in(now, self.tokens)
             for c in self.candidates
             if (allowance := rate_limits.get(c.target.key)) is not None
         ]

@@ -198,12 +198,21 @@ class Target:
                 return entry.max_tokens
         return None
 
-    def prices(self, model: str) -> tuple[float, float]:
-        """The model entry's prices of a million input and output tokens (0: none set)."""
+    def priced(self, requested: str, sent: str) -> tuple[str, float, float]:
+        """The model entry an answer came from, as metrics name it, and its prices of a
+        million input and output tokens: the entry listing ``requested``, else the one whose
+        upstream name is ``sent`` (a route target's ``model``), else ``other`` at no price
+        (a glob route's client-made name must never become a label)."""
+        found = None
         for entry in self.spec.models:
-            if entry.name == model:
-                return entry.cost.input_per_1m, entry.cost.output_per_1m
-        return 0.0, 0.0
+            if entry.name == requested:
+                found = entry
+                break
+            if found is None and (entry.upstream_model or entry.name) == sent:
+                found = entry
+        if found is None:
+            return "other", 0.0, 0.0
+        return found.name, found.cost.input_per_1m, found.cost.output_per_1m
 
     def cost(self, model: str) -> float:
         for entry in self.spec.models:

@@ -51,7 +51,7 @@ def test_a_provider_that_says_nothing_gives_nothing() -> None:
 
 def test_nonsense_counts_are_not_read() -> None:
     said = provider("openai").rate_limits(
-        {"x-ratelimit-remaining-requests": "-3", "x-ratelimit-remaining-tokens": "lots"}, NOW
+        {"x-ratelimit-remaining-requests": "-3", "x-ratelimit-remaining-tokens": "\u00b2"}, NOW
     )
     assert said is None
 

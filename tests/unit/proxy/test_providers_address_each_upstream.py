@@ -84,5 +84,6 @@ def test_rate_limits_are_compiled_into_the_target() -> None:
     target = table.targets[("default", "u")]
     assert table.problems == []
     assert (target.requests_per_minute, target.tokens_per_minute) == (60, 9000)
-    assert target.prices("m") == (2.5, 10)
-    assert target.prices("unknown") == (0.0, 0.0)
+    assert target.priced("m", "m") == ("m", 2.5, 10)
+    assert target.priced("m-2026-preview", "m") == ("m", 2.5, 10)  # a route target's model
+    assert target.priced("anything-a-glob-let-in", "anything") == ("other", 0.0, 0.0)

@@ -138,3 +138,21 @@ def test_a_changed_limit_starts_whole_and_a_removed_one_is_gone() -> None:
     allowance.set_share(30, None)
     allowance.set_limits(120, None)
     assert allowance.share_requests == 30
+
+
+def test_a_clock_stepped_back_by_an_hour_does_not_freeze_the_limit() -> None:
+    allowance = Allowance(requests_per_minute=2, tokens_per_minute=None)
+    allowance.take(T0, 0)
+    allowance.take(T0, 0)
+    assert not allowance.has_room(T0 + 1, 0)
+    assert allowance.has_room(T0 - 3600, 0)  # NTP stepped the wall clock back
+
+
+def test_a_client_turned_away_by_a_split_share_retries_soon() -> None:
+    allowance = Allowance(requests_per_minute=30, tokens_per_minute=None)
+    allowance.set_share(0.6, None)  # 30 a minute over 50 replicas: one request never fits
+    assert math.isinf(allowance.available_in(T0, 0))
+    assert allowance.retry_in(T0, 0) == 2.0  # the next share follows the demand it counted
+    alone = Allowance(requests_per_minute=1, tokens_per_minute=None)
+    alone.take(T0, 0)
+    assert alone.retry_in(T0 + 10, 0) == pytest.approx(50)
