@@ -249,7 +249,7 @@ def test_the_examples_are_accepted_and_defaulted(
     assert route["spec"]["whenAllOpen"] == "FailFast"
 
 
-def test_kubectl_get_shows_the_breaker_columns(
+def test_kubectl_get_shows_the_breaker_and_usage_columns(
     kubectl: Kubectl, sluice_crds: Path, namespace: str
 ) -> None:
     kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(upstream()))
@@ -257,5 +257,5 @@ def test_kubectl_get_shows_the_breaker_columns(
     header = kubectl("get", "ups", "-n", namespace).stdout.splitlines()[0].split()
     wide = kubectl("get", "upstreams", "-n", namespace, "-o", "wide").stdout.splitlines()[0].split()
 
-    assert header == ["NAME", "STATE", "FAILURES", "AVAILABILITY", "P95", "AGE"]
+    assert header == ["NAME", "STATE", "FAILURES", "AVAILABILITY", "P95", "RPM", "TPM", "AGE"]
     assert wide[len(header) :] == ["PROVIDER", "URL", "FORCED", "REASON"]
