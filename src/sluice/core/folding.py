@@ -36,11 +36,16 @@ def _scaled(usage: UpstreamUsage) -> tuple[int, int, int]:
     return round(success * scale), round(failure * scale), round(slow * scale)
 
 
-def feed_breaker(breaker: CircuitBreaker, usage: UpstreamUsage, now: float, *, source: str) -> None:
-    """Record the attempts ``usage`` reports (``source``: who saw them, for the message)."""
+def feed_breaker(
+    breaker: CircuitBreaker, usage: UpstreamUsage, now: float, *, source: str, probed: bool = False
+) -> None:
+    """Record the attempts ``usage`` reports (``source``: who saw them, for the message;
+    ``probed``: the Upstream has a probe, which alone is the trial in HalfOpen — attempts
+    that end then were started before, and say nothing of the upstream now)."""
     breaker.poll(now)
     if breaker.automatic_state is State.HALF_OPEN:
-        _feed_trials(breaker, usage, now, source=source)
+        if not probed:
+            _feed_trials(breaker, usage, now, source=source)
         return
     success, failure, slow = _scaled(usage)
     slow_successes = min(slow, success)
@@ -54,6 +59,8 @@ def feed_breaker(breaker: CircuitBreaker, usage: UpstreamUsage, now: float, *, s
     if limited:
         throttled = Outcome(OutcomeKind.RATE_LIMITED, f"HTTP 429 (seen by {source})", status=429)
         for _ in range(limited):
+            if breaker.automatic_state is not State.CLOSED:
+                break  # tripped: no more evidence, and no hold-off past the open period
             breaker.record(ADMITTED, throttled, now)
 
 

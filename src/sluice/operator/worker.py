@@ -258,7 +258,8 @@ class UpstreamWorker:
         A transition wakes the worker at once, so the trip is written and reaches every
         replica through the watch without waiting for anything else."""
         before = len(self._transitions)
-        feed_breaker(self.breaker, usage, now, source=source)
+        probed = self._spec is not None and self._spec.probe is not None
+        feed_breaker(self.breaker, usage, now, source=source, probed=probed)
         self.usage.add(
             now,
             requests=attempts(usage),

@@ -117,3 +117,12 @@ def test_a_reported_failure_reopens_a_half_open_circuit() -> None:
     )
     assert cluster.state is State.OPEN
     assert cluster.snapshot().reason == "TrialFailed"
+
+
+def test_with_a_probe_reported_attempts_are_not_its_half_open_trials() -> None:
+    cluster = tripped()
+    feed_breaker(cluster, UpstreamUsage("ns", "u", success=4), 12.5, source="p", probed=True)
+    assert cluster.state is State.HALF_OPEN  # the probe decides; these began before
+    feed_breaker(cluster, UpstreamUsage("ns", "u", failure=1), 12.6, source="p", probed=True)
+    assert cluster.state is State.HALF_OPEN
+
