@@ -18,6 +18,7 @@ from sluice.resources.times import epoch_or_none
 __all__ = ["CLUSTER", "EVENTS_TTL", "ClusterView", "EventLine", "Events"]
 
 EVENTS_TTL = 5.0
+EVENTS_TIMEOUT = 5.0  # seconds an Events list may take before the page says so
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class Events:
     cluster: ClusterView
     clock: Callable[[], float] = field(default_factory=lambda: asyncio.get_running_loop().time)
     _cached: dict[Key, tuple[float, list[EventLine] | str]] = field(default_factory=dict)
+    _asking: dict[Key, asyncio.Future[list[EventLine] | str]] = field(default_factory=dict)
 
     async def of(self, key: Key) -> list[EventLine] | str:
         """The Events, or why they could not be read."""
@@ -64,13 +66,20 @@ class Events:
         cached = self._cached.get(key)
         if cached is not None and now - cached[0] < EVENTS_TTL:
             return cached[1]
-        found: list[EventLine] | str
-        try:
-            found = [_line(e) for e in await self.cluster.events(key)]
-        except Exception as e:  # a console page must not fail on the Events
-            found = f"{type(e).__name__}: {e}"
+        asking = self._asking.get(key)
+        if asking is None:  # one question to the API server per Upstream, however many tabs
+            asking = self._asking[key] = asyncio.ensure_future(self._ask(key))
+            asking.add_done_callback(lambda _: self._asking.pop(key, None))
+        found = await asyncio.shield(asking)
         self._cached[key] = (now, found)
         return found
+
+    async def _ask(self, key: Key) -> list[EventLine] | str:
+        try:
+            async with asyncio.timeout(EVENTS_TIMEOUT):
+                return [_line(e) for e in await self.cluster.events(key)]
+        except Exception as e:  # a console page must not fail on the Events
+            return f"{type(e).__name__}: {e}"
 
     def keep(self, keys: set[Key]) -> None:
         for key in set(self._cached) - keys:

@@ -176,7 +176,7 @@ async def _login(request: web.Request) -> web.StreamResponse:
     response = web.HTTPSeeOther(_next(request))
     response.set_cookie(
         auth.COOKIE, auth.cookie_for(token, proxy.clock()), max_age=auth.SESSION_SECONDS,
-        path="/ui", httponly=True, samesite="Strict",
+        path="/ui", httponly=True, samesite="Strict", secure=request.secure,
     )  # fmt: skip
     raise response
 
