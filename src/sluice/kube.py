@@ -138,6 +138,7 @@ class TokenReview:
     username: str | None
     audiences: tuple[str, ...] = ()
     error: str | None = None
+    pod_name: str | None = None  # a projected token's pod (user.extra), when it names one
 
 
 class Kube:
@@ -399,11 +400,14 @@ class Kube:
         except ApiException as e:
             raise _wrap(e) from e
         status = self._api.sanitize_for_serialization(result).get("status") or {}
+        user = status.get("user") or {}
+        pods = (user.get("extra") or {}).get("authentication.kubernetes.io/pod-name") or []
         return TokenReview(
             authenticated=bool(status.get("authenticated")),
-            username=(status.get("user") or {}).get("username"),
+            username=user.get("username"),
             audiences=tuple(status.get("audiences") or ()),
             error=status.get("error"),
+            pod_name=str(pods[0]) if len(pods) == 1 else None,
         )
 
 

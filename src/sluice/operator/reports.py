@@ -16,7 +16,11 @@ answers with who leads and where (the leader writes its address on the Lease, an
 ``sluice.dev/report-address``), so a replica that came in through the Service posts there
 next. Tokens are checked with a TokenReview for the ``sluice-operator`` audience: such a token
 is worth nothing to the API server or anyone else, and the kubelet rotates it. A review's
-answer is kept for a minute (a refusal for 5 s), by the token's SHA-256, at most 1,024.
+answer is kept for a minute (a refusal for 5 s), by the token's SHA-256, at most 1,024 of each
+(so tokens that fail cannot push out those that pass); one review at a time per token, within
+5 s; tokens not seen before are reviewed at most 20 a second (beyond: 429), so a flood of
+made-up tokens cannot turn into a flood of TokenReviews. A token bound to a pod (the kubelet's
+projected tokens are) may report only under that pod's name.
 
 A report's attempts go to the Upstream's worker (cluster breaker, usage); its windows and
 demands to the share books, one per kind of limit (:mod:`sluice.core.shares`).
@@ -24,6 +28,7 @@ demands to the share books, one per kind of limit (:mod:`sluice.core.shares`).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -70,6 +75,13 @@ class Refused(Exception):
         self.body = {"error": message, **extra}
 
 
+@dataclass(frozen=True, slots=True)
+class _Reviewed:
+    username: str | None  # None: not valid for the audience
+    pod_name: str | None
+    until: float
+
+
 @dataclass
 class TokenCheck:
     """Who a bearer token belongs to, by TokenReview, cached; only ``allowed`` users pass."""
@@ -80,38 +92,65 @@ class TokenCheck:
     ttl: float = 60.0
     refusal_ttl: float = 5.0
     max_entries: int = 1024
+    review_timeout: float = 5.0
+    reviews_per_second: float = 20.0  # of tokens not in the cache
     clock: Callable[[], float] = time.monotonic
-    _cache: dict[bytes, tuple[str | None, float]] = field(default_factory=dict)
+    _accepted: dict[bytes, _Reviewed] = field(default_factory=dict)
+    _refused: dict[bytes, _Reviewed] = field(default_factory=dict)
+    _pending: dict[bytes, asyncio.Future[_Reviewed]] = field(default_factory=dict)
+    _allowance: float = 0.0
+    _allowance_at: float = 0.0
 
-    async def user(self, header: str | None) -> str:
-        """The allowed user the ``Authorization`` header proves, or :class:`Refused`."""
+    async def user(self, header: str | None) -> _Reviewed:
+        """The allowed user (and pod) the ``Authorization`` header proves, or
+        :class:`Refused`."""
         scheme, _, token = (header or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Refused(401, "a bearer token is required")
         digest = hashlib.sha256(token.strip().encode()).digest()
         now = self.clock()
-        cached = self._cache.get(digest)
-        if cached is None or cached[1] <= now:
-            cached = await self._review(token.strip(), now)
-            if len(self._cache) >= self.max_entries:
-                self._cache.pop(next(iter(self._cache)))  # the oldest
-            self._cache[digest] = cached
-        username = cached[0]
-        if username is None:
+        cached = self._accepted.get(digest) or self._refused.get(digest)
+        if cached is None or cached.until <= now:
+            cached = await self._review_once(digest, token.strip(), now)
+        if cached.username is None:
             raise Refused(401, f"the token is not valid for audience {self.audience}")
-        if username not in self.allowed:
-            raise Refused(403, f"{username} may not report")
-        return username
+        if cached.username not in self.allowed:
+            raise Refused(403, f"{cached.username} may not report")
+        return cached
 
-    async def _review(self, token: str, now: float) -> tuple[str | None, float]:
+    async def _review_once(self, digest: bytes, token: str, now: float) -> _Reviewed:
+        """One review per token at a time; new tokens within the rate."""
+        pending = self._pending.get(digest)
+        if pending is None:
+            self._spend(now)
+            pending = self._pending[digest] = asyncio.ensure_future(self._review(token, now))
+            pending.add_done_callback(lambda _: self._pending.pop(digest, None))
+        reviewed = await asyncio.shield(pending)
+        cache = self._accepted if reviewed.username is not None else self._refused
+        if digest not in cache and len(cache) >= self.max_entries:
+            cache.pop(next(iter(cache)))  # the oldest of its kind
+        cache[digest] = reviewed
+        return reviewed
+
+    def _spend(self, now: float) -> None:
+        """A token bucket for reviews of unknown tokens (a burst of two seconds' worth)."""
+        rate = self.reviews_per_second
+        self._allowance = min(2 * rate, self._allowance + (now - self._allowance_at) * rate)
+        self._allowance_at = now
+        if self._allowance < 1:
+            raise Refused(429, "too many unknown tokens; retry shortly")
+        self._allowance -= 1
+
+    async def _review(self, token: str, now: float) -> _Reviewed:
         try:
-            review = await self.reviewer.review_token(token, [self.audience])
+            async with asyncio.timeout(self.review_timeout):
+                review = await self.reviewer.review_token(token, [self.audience])
         except (KubeError, OSError, TimeoutError) as e:
             log.warning("TokenReview failed: %s", e)
             raise Refused(503, "cannot check the token now") from e
         if not review.authenticated or not review.username or self.audience not in review.audiences:
-            return None, now + self.refusal_ttl
-        return review.username, now + self.ttl
+            return _Reviewed(None, None, now + self.refusal_ttl)
+        return _Reviewed(review.username, review.pod_name, now + self.ttl)
 
 
 class Taker(Protocol):
@@ -215,7 +254,7 @@ class ReportEndpoint:
         return web.Response(body=encode_answer(answer), content_type=_JSON)
 
     async def _take(self, request: web.Request) -> Answer:
-        await self.check.user(request.headers.get("Authorization"))
+        who = await self.check.user(request.headers.get("Authorization"))
         book = self.book
         if book is None:
             raise Refused(
@@ -228,15 +267,23 @@ class ReportEndpoint:
             report = decode_report(await request.read())
         except WireError as e:
             raise Refused(400, str(e)) from e
+        if who.pod_name is not None and report.replica != who.pod_name:
+            raise Refused(
+                403, f"pod {who.pod_name} may report only as itself, not {report.replica!r}"
+            )
         return book.take(report)
 
 
 def _result(refused: Refused) -> str:
     if refused.body["error"] == "not leader":
         return "not_leader"
-    return {400: "invalid", 401: "unauthenticated", 403: "forbidden", 413: "invalid"}.get(
-        refused.status, "unavailable"
-    )
+    return {
+        400: "invalid",
+        401: "unauthenticated",
+        403: "forbidden",
+        413: "invalid",
+        429: "throttled",
+    }.get(refused.status, "unavailable")
 
 
 async def serve_reports(endpoint: ReportEndpoint, host: str, port: int) -> web.AppRunner:

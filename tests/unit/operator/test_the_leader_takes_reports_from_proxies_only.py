@@ -4,6 +4,7 @@ this replica's shares."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -29,13 +30,15 @@ class Reviewer:
     users: dict[str, str] = field(default_factory=lambda: {"proxy-token": PROXY})
     calls: int = 0
     down: bool = False
+    pod: str | None = None
 
     async def review_token(self, token: str, audiences: list[str]) -> TokenReview:
         self.calls += 1
         if self.down:
             raise KubeError(0, "connection refused")
         user = self.users.get(token)
-        return TokenReview(user is not None, user, tuple(audiences) if user else ())
+        audiences_ = tuple(audiences) if user else ()
+        return TokenReview(user is not None, user, audiences_, pod_name=self.pod)
 
 
 @dataclass
@@ -168,10 +171,67 @@ async def test_a_bad_report_is_refused_naming_its_field(aiohttp_client: Client) 
     assert (await response.json())["error"].startswith("upstreams[0].failure:")
 
 
-async def test_the_review_cache_is_bounded() -> None:
-    check = TokenCheck(Reviewer(), frozenset({PROXY}), max_entries=2)
-    check._cache = {b"a": ("x", 1e18), b"b": ("y", 1e18)}
+async def test_the_review_cache_is_bounded_and_refusals_never_push_out_the_accepted() -> None:
+    reviewer = Reviewer(users={f"good-{i}": PROXY for i in range(3)})
+    check = TokenCheck(reviewer, frozenset({PROXY}), max_entries=2)
+    for i in range(2):
+        await check.user(f"Bearer good-{i}")
+    for i in range(5):
+        with pytest.raises(Refused, match="not valid"):
+            await check.user(f"Bearer made-up-{i}")
+    assert len(check._refused) == 2
+    calls = reviewer.calls
+    for i in range(2):
+        await check.user(f"Bearer good-{i}")  # still cached, not reviewed again
+    assert reviewer.calls == calls
+
+
+async def test_unknown_tokens_are_reviewed_at_a_bounded_rate() -> None:
+    clock = Clock()
+    reviewer = Reviewer()
+    check = TokenCheck(reviewer, frozenset({PROXY}), reviews_per_second=5, clock=clock)
+    statuses = []
+    for i in range(30):
+        try:
+            await check.user(f"Bearer made-up-{i}")
+        except Refused as e:
+            statuses.append(e.status)
+    assert reviewer.calls == 10  # the burst: two seconds' worth
+    assert statuses.count(429) == 20
+    clock.now += 1
     with pytest.raises(Refused, match="not valid"):
-        await check.user("Bearer unknown")
-    assert next(iter(check._cache)) == b"b"
-    assert len(check._cache) == 2
+        await check.user("Bearer made-up-again")
+
+
+async def test_one_review_at_a_time_per_token() -> None:
+    reviewer = SlowReviewer()
+    check = TokenCheck(reviewer, frozenset({PROXY}))
+    users = await asyncio.gather(*(check.user("Bearer proxy-token") for _ in range(10)))
+    assert {u.username for u in users} == {PROXY}
+    assert reviewer.calls == 1
+
+
+async def test_a_pods_token_reports_only_under_that_pods_name(aiohttp_client: Client) -> None:
+    reviewer = Reviewer()
+    reviewer.pod = "sluice-proxy-abc"
+    client = await endpoint_client(aiohttp_client, leader({}, reviewer))
+    mine = await client.post("/v1/reports", data=report("sluice-proxy-abc"), headers=BEARER)
+    other = await client.post("/v1/reports", data=report("sluice-proxy-xyz"), headers=BEARER)
+    assert mine.status == 200
+    assert other.status == 403
+    assert "only as itself" in (await other.json())["error"]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class SlowReviewer(Reviewer):
+    async def review_token(self, token: str, audiences: list[str]) -> TokenReview:
+        await asyncio.sleep(0.05)
+        return await super().review_token(token, audiences)
