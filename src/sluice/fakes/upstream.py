@@ -69,6 +69,8 @@ class FakeUpstream:
     # The provider's own limit, as OpenAI keeps one: every answer says what is left in
     # x-ratelimit-*-requests, and a request past it gets 429 (as the real API answers).
     requests_per_minute: int | None = None
+    # Where it listens: loopback, unless it runs as a pod behind a Service (the e2e tier).
+    host: str = "127.0.0.1"
     seen: list[SeenRequest] = field(default_factory=list)
     _admitted: list[float] = field(default_factory=list, repr=False)
     _runner: web.AppRunner | None = field(default=None, repr=False)
@@ -96,7 +98,7 @@ class FakeUpstream:
         # A stalled or delayed handler must not hold up stop() for aiohttp's default 60 s.
         runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.2)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", self.port, reuse_address=True)
+        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
         await site.start()
         if self.port == 0:
             server = site._server  # aiohttp exposes no public getter for the bound port
