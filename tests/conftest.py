@@ -16,7 +16,7 @@ pytest_plugins = ["pytester"]
 
 TESTS = Path(__file__).resolve().parent
 # The markers in pyproject.toml, one per folder.
-TIERS = ("unit", "component", "integration", "browser", "image")
+TIERS = ("unit", "component", "integration", "browser", "image", "e2e")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -37,6 +37,16 @@ def _controlplane_build(args: argparse.Namespace) -> int:
     if tools is not None:
         print(f"helm            {tools.helm}")
         print(f"kubectl         {tools.kubectl}")
+    if args.node:
+        from sluice.devcluster.nodeassets import ensure_node_binaries
+
+        try:
+            node = ensure_node_binaries(log)
+        except AssetsError as e:
+            print(f"sluice: {e}", file=sys.stderr)
+            return 1
+        print(f"node            {node.kubelet.parent}  (from {node.source})")
+        print(f"pause image     {node.pause_image}")
     return 0
 
 
@@ -66,6 +76,10 @@ def _controlplane_image(args: argparse.Namespace) -> int:
 
 
 def _controlplane_up(args: argparse.Namespace) -> int:
+    if args.node:
+        from sluice.devcluster.nodecli import up_with_node
+
+        return up_with_node(args.dir)
     from sluice.devcluster import AssetsError, ensure_binaries
     from sluice.devcluster.cluster import ControlPlane, ControlPlaneError
 
@@ -511,7 +525,12 @@ def _fake_upstream(args: argparse.Namespace) -> int:
 
     from sluice.fakes import fake_for
 
-    options: dict[str, object] = {"name": args.name, "port": args.port, "flaky": args.flaky}
+    options: dict[str, object] = {
+        "name": args.name,
+        "port": args.port,
+        "flaky": args.flaky,
+        "host": args.host,
+    }
     if args.model:
         options["models"] = tuple(args.model)
     if args.api_key is not None:
@@ -552,6 +571,11 @@ def _add_fake_upstream(commands: argparse._SubParsersAction[argparse.ArgumentPar
     )
     fake.add_argument("--name", default="fake")
     fake.add_argument("--port", type=int, default=18101)
+    fake.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1; 0.0.0.0 in a pod behind a Service)",
+    )
     fake.add_argument(
         "--model",
         action="append",
@@ -679,6 +703,12 @@ def build_parser() -> argparse.ArgumentParser:
         "build", help="find or build etcd and kube-apiserver, fetch helm and kubectl"
     )
     build.add_argument("--no-tools", action="store_true", help="skip fetching helm and kubectl")
+    build.add_argument(
+        "--node",
+        action="store_true",
+        help="also kubelet, kube-proxy, kube-scheduler, kube-controller-manager, CoreDNS and "
+        "the pause image (for `up --node` and tests/e2e)",
+    )
     build.set_defaults(handler=_controlplane_build)
     image = cp_commands.add_parser(
         "image",
@@ -705,6 +735,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="keep certificates, kubeconfig and etcd data here "
         "(default: a temp dir, removed on exit)",
+    )
+    up.add_argument(
+        "--node",
+        action="store_true",
+        help="with a node whose pods run (root, containerd and runc): helm install works",
     )
     up.set_defaults(handler=_controlplane_up)
     return parser
