@@ -125,4 +125,3 @@ def test_with_a_probe_reported_attempts_are_not_its_half_open_trials() -> None:
     assert cluster.state is State.HALF_OPEN  # the probe decides; these began before
     feed_breaker(cluster, UpstreamUsage("ns", "u", failure=1), 12.6, source="p", probed=True)
     assert cluster.state is State.HALF_OPEN
-
