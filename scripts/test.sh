@@ -53,6 +53,23 @@ runc --version | head -1
 step "Sluice's image (built once per content hash into ~/.cache/sluice/image; minutes when cold)"
 "$VENV/bin/sluice" controlplane image
 
+step "the dev cluster's node (tests/e2e): Debian's containerd, runc, CNI plugins and iptables; kubelet, kube-proxy, kube-scheduler, kube-controller-manager and CoreDNS built once"
+missing=()
+for tool in containerd runc iptables; do
+    command -v "$tool" >/dev/null || missing+=("$tool")
+done
+[ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
+if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    else
+        die "${missing[*]} missing and cannot be installed here: apt-get install ${missing[*]} (as root); the e2e tier (tests/e2e) runs a one-node cluster on them"
+    fi
+fi
+containerd --version
+"$VENV/bin/sluice" controlplane build --node --no-tools
+
 step "ruff"
 "$VENV/bin/ruff" check src tests bench
 "$VENV/bin/ruff" format --check src tests bench
