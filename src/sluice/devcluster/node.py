@@ -48,14 +48,33 @@ _NODE_READY_TIMEOUT = 120.0
 _DRAIN_TIMEOUT = 45.0
 
 
+_LOCK_WAIT = 900.0  # seconds: another node's whole test tier, with room to spare
+
+
 @contextlib.contextmanager
-def _host_lock() -> Iterator[IO[str]]:
-    """Held for a node's whole life: a second node on the host waits instead of fighting over
-    the bridge and kube-proxy's chains."""
+def _host_lock(log: Log) -> Iterator[IO[str]]:
+    """Held for a node's whole life: a second node on the host waits (saying so, and for a
+    bounded time) instead of fighting over the bridge and kube-proxy's chains."""
     lock_dir = cache_root() / "locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
-    with (lock_dir / "node-host.lock").open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    path = lock_dir / "node-host.lock"
+    with path.open("w") as handle:
+        deadline = time.monotonic() + _LOCK_WAIT
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise NodeError(
+                        f"another node cluster has held {path} for {_LOCK_WAIT:.0f}s: one node "
+                        "runs at a time on a host (its bridge and iptables chains); stop it"
+                    ) from None
+                if not waiting:
+                    log(f"another node cluster is running on this host ({path}); waiting ...")
+                    waiting = True
+                time.sleep(1)
         yield handle
 
 
@@ -86,11 +105,12 @@ class NodeCluster:
     ) -> Self:
         """Check the host, then bring up every piece in dependency order, waiting for each."""
         nodehost.check_prerequisites(nodeconfig.CNI_BIN_DIR)
+        lock = contextlib.ExitStack()
+        lock.enter_context(_host_lock(log))
         owns = state is None
         root = Path(tempfile.mkdtemp(prefix="sluice-node-")) if state is None else state
-        node = cls(control, binaries, root, network or nodeconfig.NodeNetwork(), log)
+        node = cls(control, binaries, root, network or nodeconfig.NodeNetwork(), log, _lock=lock)
         node._owns_state = owns
-        node._lock.enter_context(_host_lock())
         try:
             node._start_all()
         except BaseException:

@@ -62,13 +62,14 @@ def up_with_node(directory: Path | None) -> int:
             ensure_node_binaries(_log),
             ensure_tools(_log),
         )
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        # Ctrl-C while it starts is a KeyboardInterrupt: start() stops what it began.
         node = NodeCluster.start(control, node_binaries, state=directory, log=_log)
     except (AssetsError, ControlPlaneError, NodeError) as e:
         _log(f"sluice: {e}")
         return 1
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     with node:
         image = _load_image(node)
         print(f"one-node cluster up; state in {node.state}")
