@@ -27,3 +27,28 @@ ensure_venv() {
         echo "$want" > "$stamp"
     fi
 }
+
+# ensure_debian PURPOSE PACKAGE...: install Debian's packages that are missing (when root
+# with apt-get), else stop naming them and what needs them. A package is missing when the
+# command of the same name is not found (give NAME=PATH to test a file instead, e.g.
+# containernetworking-plugins=/usr/lib/cni/bridge).
+ensure_debian() {
+    local purpose=$1 item package check missing=()
+    shift
+    for item in "$@"; do
+        package=${item%%=*}
+        check=${item#*=}
+        if [ "$check" = "$item" ]; then
+            command -v "$package" >/dev/null || missing+=("$package")
+        else
+            [ -e "$check" ] || missing+=("$package")
+        fi
+    done
+    [ "${#missing[@]}" -eq 0 ] && return 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    else
+        die "${missing[*]} missing and cannot be installed here: apt-get install ${missing[*]} (as root); $purpose"
+    fi
+}

@@ -12,40 +12,15 @@ step "control plane: etcd and kube-apiserver (built once from the Go module prox
 "$VENV/bin/sluice" controlplane build
 
 step "prometheus and promtool (Debian's package) for the observability tests"
-if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-    else
-        die "prometheus and promtool are missing and cannot be installed here: apt-get install prometheus (as root)"
-    fi
-fi
+ensure_debian "the observability tests (tests/integration) run Prometheus and promtool on the dashboards and alerts" prometheus prometheus=/usr/bin/promtool
 prometheus --version 2>&1 | head -1
 
 step "chromium (Debian's package) for the console's browser tests"
-if ! command -v chromium >/dev/null; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
-    else
-        die "chromium is missing and cannot be installed here: apt-get install chromium (as root); the browser tier (tests/browser) needs it"
-    fi
-fi
+ensure_debian "the browser tier (tests/browser) drives it with Playwright" chromium
 chromium --version 2>&1 | head -1
 
 step "buildah, mmdebstrap and runc (Debian's packages) for the image tier"
-missing=()
-for tool in buildah mmdebstrap runc; do
-    command -v "$tool" >/dev/null || missing+=("$tool")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    else
-        die "${missing[*]} missing and cannot be installed here: apt-get install ${missing[*]} (as root); the image tier (tests/image) builds Sluice's image with buildah on a Debian base from mmdebstrap and runs it with runc"
-    fi
-fi
+ensure_debian "the image tier (tests/image) builds Sluice's image with buildah on a Debian base from mmdebstrap and runs it with runc" buildah mmdebstrap runc
 buildah --version
 mmdebstrap --version
 runc --version | head -1
@@ -54,19 +29,7 @@ step "Sluice's image (built once per content hash into ~/.cache/sluice/image; mi
 "$VENV/bin/sluice" controlplane image
 
 step "the dev cluster's node (tests/e2e): Debian's containerd, runc, CNI plugins and iptables; kubelet, kube-proxy, kube-scheduler, kube-controller-manager and CoreDNS built once"
-missing=()
-for tool in containerd runc iptables; do
-    command -v "$tool" >/dev/null || missing+=("$tool")
-done
-[ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
-if [ "${#missing[@]}" -gt 0 ]; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    else
-        die "${missing[*]} missing and cannot be installed here: apt-get install ${missing[*]} (as root); the e2e tier (tests/e2e) runs a one-node cluster on them"
-    fi
-fi
+ensure_debian "the e2e tier (tests/e2e) runs a one-node cluster on them" containerd runc iptables containernetworking-plugins=/usr/lib/cni/bridge
 containerd --version
 "$VENV/bin/sluice" controlplane build --node --no-tools
 
