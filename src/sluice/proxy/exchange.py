@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -23,6 +24,9 @@ from sluice.core import OutcomeKind
 from sluice.proxy.answers import error_response
 from sluice.proxy.attempt import Answered, Call, Reply, Result, Streamed, attempt
 from sluice.proxy.picking import Pick, Plan
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter
 
 __all__ = ["PASSED_BACK", "Exchange", "retry_after"]
 
@@ -110,22 +114,14 @@ class Exchange:
     # -- answers -------------------------------------------------------------------------------
 
     def _circuit_open(self) -> web.Response:
-        plan, metrics = self.plan, self.call.metrics
-        wait = retry_after(plan.available_in())
-        metrics.child(metrics.rejections, plan.route).inc()
-        names = ", ".join(sorted({c.target.name for c in plan.candidates}))
-        return error_response(
-            503,
-            f"every circuit for this model is open ({names}); no upstream was contacted; "
-            f"retry in {wait}s",
-            "circuit_open",
-            headers={"Retry-After": str(wait), "x-sluice-attempts": "0"},
-        )
+        wait = retry_after(self.plan.available_in())
+        return self._nobody_contacted(503, "circuit_open", "every circuit for this model is "
+                                      "open", wait, self.call.metrics.rejections)  # fmt: skip
 
     def _rate_limited(self) -> web.Response:
         """Every candidate that could serve is at its rate limit (or busy): 429, nobody
         contacted; Retry-After when the soonest one has room again."""
-        plan, metrics = self.plan, self.call.metrics
+        plan = self.plan
         if plan.too_large():  # waiting would never help: say so, as the provider would
             return error_response(
                 400,
@@ -135,13 +131,21 @@ class Exchange:
                 headers={"x-sluice-attempts": "0"},
             )
         wait = retry_after(plan.limit_frees_in())
-        metrics.child(metrics.limit_rejections, plan.route).inc()
+        return self._nobody_contacted(429, "rate_limited", "every upstream for this model is "
+                                      "at its rate limit", wait,
+                                      self.call.metrics.limit_rejections)  # fmt: skip
+
+    def _nobody_contacted(
+        self, status: int, kind: str, what: str, wait: int, counter: Counter
+    ) -> web.Response:
+        """A fast refusal that reached no upstream: counted per route, with Retry-After."""
+        plan, metrics = self.plan, self.call.metrics
+        metrics.child(counter, plan.route).inc()
         names = ", ".join(sorted({c.target.name for c in plan.candidates}))
         return error_response(
-            429,
-            f"every upstream for this model is at its rate limit ({names}); no upstream was "
-            f"contacted; retry in {wait}s",
-            "rate_limited",
+            status,
+            f"{what} ({names}); no upstream was contacted; retry in {wait}s",
+            kind,
             headers={"Retry-After": str(wait), "x-sluice-attempts": "0"},
         )
 
