@@ -170,11 +170,13 @@ class Allowance:
         if self.limit_tokens is not None and tokens is not None:
             self.share_tokens = min(tokens, float(self.limit_tokens))
 
-    def has_room(self, now: float, tokens: int) -> bool:
-        """Whether one more request of ``tokens`` (estimated) fits; counts the want either way
-        (a replica's demand, for its next share)."""
-        self.wanted_requests += 1
-        self.wanted_tokens += tokens
+    def has_room(self, now: float, tokens: int, *, want: bool = True) -> bool:
+        """Whether one more request of ``tokens`` (estimated) fits; with ``want`` (a request's
+        first look at this upstream, not its retry rounds), counts the want either way: a
+        replica's demand, for its next share."""
+        if want:
+            self.wanted_requests += 1
+            self.wanted_tokens += tokens
         return self.available_in(now, tokens) <= 0.0
 
     def available_in(self, now: float, tokens: int) -> float:

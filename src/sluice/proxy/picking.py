@@ -120,6 +120,7 @@ class Plan:
     busy: int = 0  # candidates skipped at their maxConcurrent, in every round
     unsupported: int = 0  # candidates that do not speak the client's API, in the last round
     limited: int = 0  # candidates skipped at their rate limit, in the last round
+    rounds: int = 0  # rounds of picks so far
 
     @property
     def per_try(self) -> float | None:
@@ -130,6 +131,8 @@ class Plan:
         """Stages 3 and 4, one round: each candidate that passes the filters, with its permit,
         until the budget is spent. A permit is taken only when the attempt is about to run."""
         self.skipped = self.unsupported = self.limited = 0
+        self.rounds += 1
+        first = self.rounds == 1  # demand is counted once a request, not once a round
         breakers, now = self.picker.breakers, self.picker.clock
         rate_limits = self.picker.rate_limits
         for candidate in self.candidates:
@@ -143,7 +146,7 @@ class Plan:
                 self.busy += 1  # limits.maxConcurrent: skip it rather than overload it
                 continue
             allowance = rate_limits.get(candidate.target.key)
-            if allowance is not None and not allowance.has_room(now(), self.tokens):
+            if allowance is not None and not allowance.has_room(now(), self.tokens, want=first):
                 self._limited(candidate)  # never sent what it would refuse with a 429
                 continue
             permit = breakers.admit(candidate.target, now())

@@ -156,3 +156,10 @@ def test_a_client_turned_away_by_a_split_share_retries_soon() -> None:
     alone = Allowance(requests_per_minute=1, tokens_per_minute=None)
     alone.take(T0, 0)
     assert alone.retry_in(T0 + 10, 0) == pytest.approx(50)
+
+
+def test_a_look_that_is_not_a_want_is_not_counted_as_demand() -> None:
+    allowance = Allowance(requests_per_minute=1, tokens_per_minute=None)
+    allowance.has_room(T0, 10)
+    allowance.has_room(T0, 10, want=False)  # the same request's retry round
+    assert allowance.drain_counts() == (0, 0, 1, 10)
